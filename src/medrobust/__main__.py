@@ -1,0 +1,7 @@
+"""``python -m medrobust`` (also what ``torchrun -m medrobust study ...`` runs)."""
+
+import sys
+
+from medrobust.cli import main
+
+sys.exit(main())

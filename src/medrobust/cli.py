@@ -1,0 +1,120 @@
+"""Command line: ``medrobust study | report | data | list``.
+
+A thin layer over the library with ``main(argv)`` callable from tests. Only argparse is imported at start
+so ``medrobust --help`` answers at once; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+FAMILIES = ("data", "encoder", "method", "attack", "corruption", "defense")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medrobust", description="Does self-supervised pre-training make medical "
+                                "image (and image-report) models more robust than supervised training on few "
+                                "labels? Run the study, read the answer.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("study", help="run (or resume) a study and write its report",
+                       description="Run every pending run of a study config, store each as it finishes, and write "
+                       "the report. Re-running the same command resumes: finished runs are skipped.")
+    s.add_argument("config", nargs="?", help="study YAML (default: built-in defaults = configs/quick.yaml)")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. seeds=[0,1] finetune.steps=50")
+
+    r = sub.add_parser("report", help="rebuild the report of a study folder from its results store")
+    r.add_argument("study_dir", help="the study folder (holds runs.sqlite, study.yaml, setup.json)")
+
+    d = sub.add_parser("data", help="write the synthetic data set to disk, or inspect a data file")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    w = dsub.add_parser("synthetic", help="write the embedded synthetic data set as MedMNIST-style .npz and a "
+                        "JSONL image-report manifest (PNG images)")
+    w.add_argument("out_dir")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--n-per-site", type=int, default=900)
+    w.add_argument("--image-size", type=int, default=28)
+    w.add_argument("--task", choices=("abnormal", "findings"), default="abnormal")
+    i = dsub.add_parser("inspect", help="describe a MedMNIST .npz or a JSONL manifest")
+    i.add_argument("path")
+
+    ls = sub.add_parser("list", help="every registered component, one per line as '<family> <name>'")
+    ls.add_argument("family", nargs="?", choices=FAMILIES)
+    return p
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def cmd_study(args) -> int:
+    from medrobust.config import load_config
+    from medrobust.study.runner import run_study
+
+    console = _console()
+    cfg = load_config(args.config, args.overrides)
+    try:
+        path = run_study(cfg, log=lambda msg: console.log(msg))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: finished runs are saved in {cfg.study_dir / 'runs.sqlite'}; "
+                      "run the same command again to resume")
+        return 130
+    print(path)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from medrobust.study.runner import write_study_report
+
+    print(write_study_report(args.study_dir))
+    return 0
+
+
+def cmd_data(args) -> int:
+    if args.data_command == "inspect":
+        from medrobust.data.inspect import describe
+
+        print(describe(args.path))
+        return 0
+    from pathlib import Path
+
+    from medrobust.data.synthetic import SyntheticParams, load_synthetic
+    from medrobust.data.writers import write_manifest, write_npz
+
+    out = Path(args.out_dir)
+    ds = load_synthetic(SyntheticParams(seed=args.seed, n_per_site=args.n_per_site, image_size=args.image_size,
+                                        task=args.task))
+    npz = write_npz(ds, out / "synthetic.npz")
+    manifest = write_manifest(ds, out / "manifest")
+    print(f"wrote {npz} (MedMNIST layout, images only)")
+    print(f"wrote {manifest} (JSONL image-report manifest with PNG images, labels, sites, splits)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from medrobust import registry
+
+    for family, name in registry.entries():
+        if args.family in (None, family):
+            print(f"{family} {name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from medrobust.config import ConfigError
+    from medrobust.data.base import DataError
+
+    handlers = {"study": cmd_study, "report": cmd_report, "data": cmd_data, "list": cmd_list}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        print(f"medrobust {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

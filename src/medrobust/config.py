@@ -1,0 +1,204 @@
+"""Typed study configuration: YAML -> validated schema, ``key=value`` overrides, loud errors.
+
+Unknown keys and wrong types are rejected with the dotted key named (DESIGN principle 8). Component
+parameters (data source, encoders, methods, attacks) are checked against the ``Params`` schema that each
+registered component declares. The resolved config is saved with the study and hashed into run keys.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medrobust.engine.train import FitConfig
+from medrobust.evaluation.robustness import EvalConfig
+from medrobust.schema import Component, as_component
+
+
+class ConfigError(ValueError):
+    """A study config that cannot be used; the message names the file, the key and what was expected."""
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = "synthetic"
+    holdout_sites: list[str] = Field(["D"], description="sites kept out of training; all their images are test images")
+    params: dict[str, Any] = {}
+
+
+class FinetuneConfig(FitConfig):
+    mode: Literal["full", "linear"] = Field("full", description="pre-trained arms: fine-tune all or a linear probe")
+
+
+class StudyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "study"
+    output_dir: str = Field("results/{name}", description="study folder (store, checkpoints, report); {name} expands")
+    data: DataConfig = DataConfig()
+    methods: list[Component] = [Component(name=m) for m in ("supervised", "supervised-multimodal", "simclr", "clip")]
+    label_fractions: list[float] = [0.1, 1.0]
+    seeds: list[int] = [0, 1, 2]
+    image_encoder: Component = Component(name="cnn")
+    text_encoder: Component = Component(name="transformer")
+    pretrain: FitConfig = FitConfig(steps=150, batch_size=256, lr=2e-3)
+    finetune: FinetuneConfig = FinetuneConfig(steps=150, batch_size=64, lr=2e-3)
+    evaluation: EvalConfig = EvalConfig()
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "params" not in v:
+            own = {"source", "holdout_sites"}
+            return {**{k: x for k, x in v.items() if k in own}, "params": {k: x for k, x in v.items() if k not in own}}
+        return v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [as_component(m) for m in v] if isinstance(v, list) else v
+
+    @field_validator("image_encoder", "text_encoder", mode="before")
+    @classmethod
+    def _encoders(cls, v: Any) -> Any:
+        return as_component(v)
+
+    @field_validator("label_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad or not v:
+            raise ValueError(f"label fractions must lie in (0, 1], got {v}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {v}")
+        return v
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+
+# ---------------------------------------------------------------- loading, overrides, errors
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> StudyConfig:
+    """Read a YAML study config (or the defaults when ``path`` is None), apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    where = "defaults" if path is None else str(path)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of keys, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, where)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in ``raw``; the value is parsed as YAML (``seeds=[0,1]``, ``finetune.steps=5``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. finetune.steps=50)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
+    node = raw
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: '{'.'.join(parts[: i + 1])}' is not a section of keys")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(raw: dict[str, Any], where: str = "config") -> StudyConfig:
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: " + "; ".join(_describe(e, StudyConfig) for e in exc.errors())) from None
+    _check_components(cfg, where)
+    return cfg
+
+
+def _check_components(cfg: StudyConfig, where: str) -> None:
+    from medrobust import registry
+
+    checks = [("data", "data", cfg.data.source, cfg.data.params),
+              ("image_encoder", "encoder", cfg.image_encoder.name, cfg.image_encoder.params),
+              ("text_encoder", "encoder", cfg.text_encoder.name, cfg.text_encoder.params)]
+    checks += [(f"methods[{i}]", "method", m.name, m.params) for i, m in enumerate(cfg.methods)]
+    checks += [(f"evaluation.attacks[{i}]", "attack", a.name, a.params) for i, a in enumerate(cfg.evaluation.attacks)]
+    checks += [(f"evaluation.corruptions[{i}]", "corruption", c, None) for i, c in enumerate(cfg.evaluation.corruptions)]
+    for key, family, name, params in checks:
+        try:
+            component = registry.get(family, name)
+        except registry.RegistryError as exc:
+            raise ConfigError(f"{where}: '{key}': {exc}") from None
+        if params is not None:
+            try:
+                component.Params.model_validate(params)
+            except ValidationError as exc:
+                prefix = key if family != "data" else "data"
+                raise ConfigError(f"{where}: " + "; ".join(_describe(e, component.Params, prefix) for e in exc.errors())) from None
+    names = [m.name for m in cfg.methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: 'methods' lists a method twice: {names}")
+
+
+def _describe(error: dict, model: type[BaseModel], prefix: str = "") -> str:
+    loc = [str(p) for p in error["loc"] if p not in ("params",)]
+    key = ".".join(([prefix] if prefix else []) + loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, [p for p in error["loc"][:-1]])
+        hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key '{key}'{hint}"
+    return f"'{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def _allowed_keys(model: type[BaseModel], path: list) -> list[str]:
+    """Field names of the (nested) model that ``path`` leads to, for the 'unknown key' hint."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = _model_of(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [k for k in current.model_fields if k != "params"]
+    return []
+
+
+def _model_of(annotation: Any) -> Any:
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        inner = _model_of(arg) if typing.get_args(arg) else None
+        if inner is not None:
+            return inner
+    return None
+
+
+def dump(cfg: StudyConfig) -> str:
+    """The resolved config as YAML (saved with the study and shown in the report)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

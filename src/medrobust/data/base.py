@@ -1,0 +1,167 @@
+"""The in-memory data set every source produces and every other part consumes.
+
+Images cross module boundaries as ``[N, C, *spatial]`` arrays: ``uint8`` (0..255) or ``float32`` in
+``[0, 1]``; :func:`to_unit` turns a batch into float in ``[0, 1]`` (the one pixel space of the project).
+``spatial_dims`` is 2 (``[N, C, H, W]``) or 3 (``[N, C, D, H, W]``).
+
+Labels: single-label tasks (binary, multiclass, ordinal) hold ``int64 [N]`` class indices; multilabel
+tasks hold ``int64 [N, L]`` in {0, 1}. ``-1`` (the whole row for multilabel) marks an unlabeled sample,
+usable by self-supervised pre-training only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, Sequence
+
+import numpy as np
+
+TaskKind = Literal["binary", "multiclass", "multilabel", "ordinal"]
+UNLABELED = -1
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file (or source), the key or value, and what was expected."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is predicted. ``label_names`` are the class names (single-label) or the finding names (multilabel)."""
+
+    kind: TaskKind
+    label_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("binary", "multiclass", "multilabel", "ordinal"):
+            raise DataError(f"task kind {self.kind!r} is not one of binary, multiclass, multilabel, ordinal")
+        if len(self.label_names) < (1 if self.kind == "multilabel" else 2):
+            raise DataError(f"task {self.kind!r} needs more label names, got {self.label_names!r}")
+        if self.kind == "binary" and len(self.label_names) != 2:
+            raise DataError(f"a binary task has 2 classes, got {len(self.label_names)}: {self.label_names!r}")
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of logits a classifier for this task produces."""
+        return len(self.label_names)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.kind == "multilabel"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split (train, val or test) of a data set; all fields have the same length ``N``.
+
+    Attributes:
+        images: ``[N, C, *spatial]`` uint8 or float32 in [0, 1].
+        labels: ``int64 [N]`` or ``int64 [N, L]`` (multilabel); ``-1`` marks unlabeled samples.
+        sites: ``int64 [N]``, index into ``Dataset.site_names``.
+        texts: one report per image, or ``None`` when the source has no text.
+        extras: optional per-sample arrays (leading dimension ``N``), e.g. finding attributes.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    sites: np.ndarray
+    texts: list[str] | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype not in (np.uint8, np.float32):
+            raise DataError(f"images must be uint8 or float32, got {self.images.dtype}")
+        if self.images.ndim not in (4, 5):
+            raise DataError(f"images must be [N, C, H, W] or [N, C, D, H, W], got shape {self.images.shape}")
+        checks = {"labels": len(self.labels), "sites": len(self.sites)}
+        if self.texts is not None:
+            checks["texts"] = len(self.texts)
+        checks.update({f"extras[{k!r}]": len(v) for k, v in self.extras.items()})
+        for name, length in checks.items():
+            if length != n:
+                raise DataError(f"{name} has {length} entries but there are {n} images")
+        if self.labels.dtype != np.int64:
+            raise DataError(f"labels must be int64, got {self.labels.dtype}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> "Split":
+        """The samples at ``index`` (an int array or a boolean mask), in that order."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return Split(
+            images=self.images[index],
+            labels=self.labels[index],
+            sites=self.sites[index],
+            texts=None if self.texts is None else [self.texts[i] for i in index],
+            extras={k: v[index] for k, v in self.extras.items()},
+        )
+
+    @property
+    def labeled(self) -> np.ndarray:
+        """Boolean ``[N]`` mask of samples that carry a label."""
+        if self.labels.ndim == 1:
+            return self.labels != UNLABELED
+        return (self.labels != UNLABELED).all(axis=1)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A whole data set: task, splits, sites and where it came from."""
+
+    name: str
+    task: Task
+    train: Split
+    val: Split
+    test: Split
+    site_names: tuple[str, ...] = ("all",)
+    source: str = ""  # file or generator it came from, for messages and the report
+
+    def __post_init__(self) -> None:
+        shapes = {s: getattr(self, s).images.shape[1:] for s in ("train", "val", "test") if len(getattr(self, s))}
+        if len(set(shapes.values())) > 1:
+            raise DataError(f"{self.source or self.name}: splits have different image shapes {shapes}")
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """``(C, *spatial)`` of one image."""
+        return tuple(self.train.images.shape[1:])
+
+    @property
+    def channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.image_shape) - 1
+
+    @property
+    def has_text(self) -> bool:
+        return self.train.texts is not None
+
+    def replace(self, **changes) -> "Dataset":
+        return replace(self, **changes)
+
+
+def to_unit(images) -> "torch.Tensor":  # noqa: F821 - torch imported lazily
+    """A batch of uint8 or float images (numpy or torch) as a float32 torch tensor in [0, 1]."""
+    import torch
+
+    x = torch.as_tensor(images)
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()
+
+
+def check_images(images: np.ndarray, where: str) -> None:
+    """Reject NaN/inf or out-of-range float pixels, naming ``where`` they came from."""
+    if images.dtype == np.float32:
+        bad = ~np.isfinite(images)
+        if bad.any():
+            i = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{where}: image {i} has NaN or infinite pixels; expected finite values in [0, 1]")
+        lo, hi = float(images.min(initial=0.0)), float(images.max(initial=0.0))
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{where}: float pixels must lie in [0, 1], found range [{lo:.4g}, {hi:.4g}]")

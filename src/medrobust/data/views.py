@@ -1,0 +1,91 @@
+"""Random views for self-supervised learning, suited to grayscale and volumetric medical images.
+
+Batched tensor ops on ``[N, C, *spatial]`` in ``[0, 1]`` (2D or 3D), randomness only from the given
+``torch.Generator``. No colour-jitter assumptions: intensity changes are gamma, contrast and brightness,
+as acquisition differences are. Geometric: random resized crop, small rotation, optional flip, all as one
+affine resampling (``affine_grid`` + ``grid_sample``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ViewParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    crop_scale: tuple[float, float] = (0.6, 1.0)   # fraction of the image area kept by the random crop
+    max_rotation: float = Field(10.0, ge=0, description="degrees")
+    flip_p: float = Field(0.5, ge=0, le=1, description="left-right flip probability")
+    gamma: float = Field(1.4, ge=1, description="gamma drawn log-uniformly in [1/g, g]")
+    contrast: float = Field(0.3, ge=0, description="contrast factor in [1-c, 1+c]")
+    brightness: float = Field(0.1, ge=0, description="added offset in [-b, b]")
+    blur_p: float = Field(0.3, ge=0, le=1)
+    blur_sigma: float = Field(0.8, ge=0, description="pixels")
+    noise_p: float = Field(0.3, ge=0, le=1)
+    noise_std: float = Field(0.03, ge=0)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=g).to(device) * (hi - lo) + lo
+
+
+def _affine(x: torch.Tensor, p: ViewParams, g: torch.Generator) -> torch.Tensor:
+    n, dims = len(x), x.ndim - 2
+    scale = _uniform(n, p.crop_scale[0], p.crop_scale[1], g, x.device).pow(1.0 / dims)  # side fraction
+    angle = _uniform(n, -p.max_rotation, p.max_rotation, g, x.device) * math.pi / 180
+    flip = torch.where(torch.rand(n, generator=g).to(x.device) < p.flip_p, -1.0, 1.0)
+    theta = torch.zeros(n, dims, dims + 1, device=x.device)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    # rotation in the last two (in-plane) axes; affine_grid's coordinate order is (x=W, y=H[, z=D])
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos * flip, -sin, sin * flip, cos
+    if dims == 3:
+        theta[:, 2, 2] = scale
+    for axis in range(dims):
+        room = 1.0 - scale
+        theta[:, axis, dims] = (torch.rand(n, generator=g).to(x.device) * 2 - 1) * room
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[N, C, *spatial]`` along every spatial axis (reflect padding)."""
+    if sigma <= 0:
+        return x
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    n, c, *spatial = x.shape
+    out = x.reshape(n * c, 1, *spatial)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(spatial)]
+    for axis in range(len(spatial)):
+        shape = [1, 1] + [1] * len(spatial)
+        shape[2 + axis] = len(t)
+        pad = [0, 0] * len(spatial)
+        pad[2 * (len(spatial) - 1 - axis)] = pad[2 * (len(spatial) - 1 - axis) + 1] = radius
+        out = conv(F.pad(out, pad, mode="replicate"), kernel.view(shape))
+    return out.reshape(n, c, *spatial)
+
+
+def random_view(x: torch.Tensor, p: ViewParams, g: torch.Generator) -> torch.Tensor:
+    """One random view of every image in ``x`` ([N, C, *spatial] in [0, 1]); same shape, in [0, 1]."""
+    n, bshape = len(x), (len(x),) + (1,) * (x.ndim - 1)
+    x = _affine(x, p, g)
+    log_g = math.log(p.gamma)
+    gamma = torch.exp(_uniform(n, -log_g, log_g, g, x.device)).view(bshape)
+    x = x.clamp(1e-6, 1.0) ** gamma
+    mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+    contrast = _uniform(n, 1 - p.contrast, 1 + p.contrast, g, x.device).view(bshape)
+    x = (x - mean) * contrast + mean + _uniform(n, -p.brightness, p.brightness, g, x.device).view(bshape)
+    if p.blur_p > 0 and p.blur_sigma > 0:
+        pick = (torch.rand(n, generator=g).to(x.device) < p.blur_p).view(bshape)
+        x = torch.where(pick, gaussian_blur(x, p.blur_sigma), x)
+    if p.noise_p > 0 and p.noise_std > 0:
+        pick = (torch.rand(n, generator=g).to(x.device) < p.noise_p).view(bshape)
+        noise = torch.randn(x.shape, generator=g).to(x.device) * p.noise_std
+        x = x + noise * pick
+    return x.clamp(0.0, 1.0)

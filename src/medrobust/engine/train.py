@@ -1,0 +1,141 @@
+"""The one generic training loop: every method (supervised or self-supervised) trains through :func:`fit`.
+
+A method is an ``nn.Module`` whose ``forward(batch) -> {"loss": scalar, ...}`` (DESIGN principle 3); the
+loop never looks at which method it runs. An optional ``after_step()`` hook on the module (momentum/EMA
+teachers) is called after each optimiser step. Data are in-memory tensors served in seeded batches.
+
+Multi-process: under ``torchrun`` (see :mod:`medrobust.engine.distributed`) the module is wrapped in
+``DistributedDataParallel`` and each global batch is split across ranks, so N processes follow the same
+optimisation trajectory as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from medrobust.data.base import to_unit
+from medrobust.engine import distributed
+
+
+class FitConfig(BaseModel):
+    """Optimisation budget and hyper-parameters of one training stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(200, ge=1, description="optimiser steps (the budget; independent of data set size)")
+    batch_size: int = Field(64, ge=1, description="global batch size (split across processes under torchrun)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="linear warm-up, then cosine decay to 0")
+
+
+@dataclass
+class FitResult:
+    losses: list[float]
+    seconds: float
+    samples: int
+    extras: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / max(self.seconds, 1e-9)
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (non-finite loss) or got unusable data."""
+
+
+def batches(tensors: dict[str, torch.Tensor], batch_size: int, seed: int, device: torch.device
+            ) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless seeded batches of ``tensors`` (all ``[N, ...]``); this rank's share of each global batch.
+
+    Every epoch draws a permutation from ``seed`` and the epoch number (the same on all ranks), takes
+    global batches of ``batch_size`` (dropping the incomplete last one) and gives rank ``r`` the items
+    ``r, r + W, r + 2W, ...`` of each. ``"image"`` is converted to float in ``[0, 1]`` on ``device``.
+    """
+    n = len(next(iter(tensors.values())))
+    world, rank = distributed.world_size(), distributed.rank()
+    batch_size = min(batch_size, n - n % world)
+    if batch_size < world or batch_size % world:
+        raise TrainingError(f"global batch {batch_size} (from {n} samples) cannot be split over {world} processes")
+    generator = torch.Generator().manual_seed(seed)
+    epoch = 0
+    while True:
+        generator.manual_seed(seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            idx = perm[start : start + batch_size][rank::world]
+            batch = {k: v[idx] for k, v in tensors.items()}
+            if "image" in batch:
+                batch["image"] = to_unit(batch["image"])
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        epoch += 1
+
+
+def _schedule(cfg: FitConfig) -> Callable[[int], float]:
+    warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, cfg.steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def fit(method: nn.Module, tensors: dict[str, torch.Tensor], cfg: FitConfig, *, seed: int,
+        device: torch.device | str = "cpu", progress: Callable[[int, int], None] | None = None) -> FitResult:
+    """Train ``method`` on ``tensors`` for ``cfg.steps`` AdamW steps; returns per-step losses and timing.
+
+    Only parameters with ``requires_grad`` are optimised (a linear probe freezes its encoder first).
+    Raises :class:`TrainingError` naming the step when the loss becomes NaN or infinite.
+    """
+    device = torch.device(device)
+    method.to(device).train()
+    params = [p for p in method.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError(f"{type(method).__name__} has no trainable parameters")
+    model: nn.Module = method
+    if distributed.world_size() > 1:
+        model = nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    after_step = getattr(method, "after_step", None)
+    stream = batches(tensors, cfg.batch_size, seed, device)
+    losses: list[torch.Tensor] = []
+    samples = 0
+    start = time.perf_counter()
+    for step in range(cfg.steps):
+        batch = next(stream)
+        loss = model(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if after_step is not None:
+            after_step()
+        losses.append(loss.detach())
+        samples += len(next(iter(batch.values())))
+        if progress is not None:
+            progress(step + 1, cfg.steps)
+        if step % 50 == 49 or step == cfg.steps - 1:
+            _check_finite(losses, type(method).__name__)
+    seconds = time.perf_counter() - start
+    method.eval()
+    return FitResult(losses=torch.stack(losses).cpu().tolist(), seconds=seconds, samples=samples * distributed.world_size())
+
+
+def _check_finite(losses: list[torch.Tensor], name: str) -> None:
+    recent = torch.stack(losses[-50:])
+    bad = ~torch.isfinite(recent)
+    if bad.any():
+        step = len(losses) - len(recent) + int(bad.nonzero()[0])
+        raise TrainingError(f"{name}: loss became {recent[bad][0].item()} at step {step + 1}; "
+                            "lower the learning rate or check the inputs for NaN")

@@ -1,0 +1,37 @@
+"""Self-checks of the adversarial evaluation (DESIGN principle 7), shown in the report with pass/fail.
+
+- ``eps0_equals_clean``: every attack at ε=0 gives exactly the clean per-example accuracy.
+- ``monotone_in_eps``: robust accuracy of every attack does not rise with ε (a rise of more than one
+  example's worth, ``> 1/n``, fails: PGD is a heuristic, but a larger ball contains the smaller one).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def eps0_equals_clean(clean: torch.Tensor, per_attack: dict[str, dict[float, torch.Tensor]]) -> dict:
+    bad = {name: int((by_eps[0.0] != clean).sum()) for name, by_eps in per_attack.items() if 0.0 in by_eps}
+    failed = {k: v for k, v in bad.items() if v}
+    if not bad:
+        return {"name": "eps0_equals_clean", "passed": False, "detail": "no attack was run at ε=0"}
+    detail = (f"at ε=0 every attack reproduces clean accuracy {float(clean.mean()):.3f} on the {len(clean)} "
+              "attacked examples" if not failed else
+              "; ".join(f"{k} changed {v} of {len(clean)} predictions at ε=0" for k, v in failed.items()))
+    return {"name": "eps0_equals_clean", "passed": not failed, "detail": detail}
+
+
+def monotone_in_eps(per_attack: dict[str, dict[float, torch.Tensor]], epsilons: list[float]) -> dict:
+    rises = []
+    for name, by_eps in per_attack.items():
+        accs = [float(by_eps[e].mean()) for e in epsilons]
+        n = len(by_eps[epsilons[0]])
+        for (e0, a0), (e1, a1) in zip(zip(epsilons, accs), zip(epsilons[1:], accs[1:])):
+            if a1 - a0 > 1.0 / n + 1e-9:
+                rises.append(f"{name} accuracy rose from {a0:.3f} at {e0:g}/255 to {a1:.3f} at {e1:g}/255")
+    detail = "; ".join(rises) if rises else "robust accuracy is non-increasing in ε for every attack"
+    return {"name": "monotone_in_eps", "passed": not rises, "detail": detail}
+
+
+def run_all(clean: torch.Tensor, per_attack: dict[str, dict[float, torch.Tensor]], epsilons: list[float]) -> list[dict]:
+    return [eps0_equals_clean(clean, per_attack), monotone_in_eps(per_attack, epsilons)]

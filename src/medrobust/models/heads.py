@@ -1,0 +1,68 @@
+"""Classifiers built from encoders: image-only or image+report with concatenation fusion.
+
+``Classifier(image, tokens=None) -> logits``. Image input is ``[N, C, *spatial]`` in ``[0, 1]``.
+Attacks see a function of the image only; :class:`FixedReport` binds the report of an image+report model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """Encoder(s) -> LayerNorm -> linear head.
+
+    Attributes ``randomized`` and ``non_differentiable`` tell the evaluation to use EOT / BPDA
+    (False for these deterministic, differentiable models; defenses set them).
+    """
+
+    randomized = False
+    non_differentiable = False
+
+    def __init__(self, image_encoder: nn.Module, n_outputs: int, text_encoder: nn.Module | None = None):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        dim = image_encoder.feature_dim + (text_encoder.feature_dim if text_encoder is not None else 0)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, n_outputs)
+
+    @property
+    def uses_text(self) -> bool:
+        return self.text_encoder is not None
+
+    def features(self, image: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.image_encoder.forward_features(image)  # [N, D_img]
+        if self.text_encoder is not None:
+            if tokens is None:
+                raise ValueError("this image+report classifier needs report tokens")
+            feats = torch.cat([feats, self.text_encoder.forward_features(tokens)], dim=1)  # [N, D_img + D_txt]
+        return feats
+
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.norm(self.features(image, tokens)))  # [N, n_outputs]
+
+    def freeze_encoders(self) -> None:
+        """Linear-probe mode: only the LayerNorm and head train."""
+        for enc in (self.image_encoder, self.text_encoder):
+            if enc is not None:
+                enc.requires_grad_(False)
+
+
+class FixedReport(nn.Module):
+    """The image -> logits function of an image+report classifier with the report held fixed.
+
+    Lets every image attack and corruption work on image+report models unchanged: the report is clean
+    (or removed) while the image is perturbed.
+    """
+
+    def __init__(self, model: Classifier, tokens: torch.Tensor | None):
+        super().__init__()
+        self.model = model
+        self.tokens = tokens
+        self.randomized = getattr(model, "randomized", False)
+        self.non_differentiable = getattr(model, "non_differentiable", False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image, self.tokens)

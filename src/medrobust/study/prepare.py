@@ -1,0 +1,93 @@
+"""Turn a data source into what the runs need: held-in training data, in-site test, held-out site,
+tokenised reports, and the encoders' input statistics. Done once per study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medrobust import registry
+from medrobust.config import ConfigError, StudyConfig
+from medrobust.data.base import Dataset, Split
+from medrobust.data.tokenizer import ReportTokenizer
+from medrobust.evaluation.robustness import EvalData
+from medrobust.models.layers import image_stats
+
+
+@dataclass
+class PreparedData:
+    dataset: Dataset
+    train: Split  # held-in sites only: all images for pre-training, labels for fine-tuning
+    test: Split  # held-in sites
+    holdout: Split | None  # every image of the held-out sites
+    tokenizer: ReportTokenizer | None
+    train_tokens: np.ndarray | None
+    eval_data: EvalData
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def has_text(self) -> bool:
+        return self.tokenizer is not None
+
+    def train_tensors(self, index: np.ndarray | None = None, *, labels: bool, text: bool) -> dict[str, torch.Tensor]:
+        """Training tensors (``image``, optionally ``label`` and ``tokens``) for the samples at ``index``."""
+        idx = np.arange(len(self.train)) if index is None else index
+        out = {"image": torch.as_tensor(self.train.images[idx])}
+        if labels:
+            out["label"] = torch.as_tensor(self.train.labels[idx])
+        if text:
+            out["tokens"] = torch.as_tensor(self.train_tokens[idx])
+        return out
+
+    def describe(self) -> str:
+        ds = self.dataset
+        sites = ", ".join(ds.site_names)
+        return (f"{ds.name} ({ds.source}); images {'×'.join(map(str, ds.image_shape))}; sites {sites}; "
+                f"{len(self.train)} training images, {len(self.test)} in-site test"
+                + (f", {len(self.holdout)} held-out-site" if self.holdout is not None else "")
+                + ("; image-report pairs" if self.has_text else "; images only (no report text)"))
+
+
+def _concat(splits: list[Split]) -> Split:
+    texts = None if splits[0].texts is None else [t for s in splits for t in s.texts]
+    keys = set.intersection(*(set(s.extras) for s in splits)) if splits else set()
+    return Split(images=np.concatenate([s.images for s in splits]), labels=np.concatenate([s.labels for s in splits]),
+                 sites=np.concatenate([s.sites for s in splits]), texts=texts,
+                 extras={k: np.concatenate([s.extras[k] for s in splits]) for k in keys})
+
+
+def prepare(cfg: StudyConfig) -> PreparedData:
+    source = registry.get("data", cfg.data.source)
+    dataset: Dataset = source(source.Params.model_validate(cfg.data.params))
+    unknown = [s for s in cfg.data.holdout_sites if s not in dataset.site_names]
+    if unknown:
+        raise ConfigError(f"'data.holdout_sites': {unknown} not among the sites of {dataset.source or dataset.name} "
+                          f"({list(dataset.site_names)}); use [] for data without sites")
+    held = np.array([dataset.site_names.index(s) for s in cfg.data.holdout_sites], dtype=np.int64)
+    if len(held) == len(dataset.site_names):
+        raise ConfigError("'data.holdout_sites' holds out every site; nothing is left to train on")
+    in_site = lambda split: split.subset(~np.isin(split.sites, held))  # noqa: E731
+    train, test = in_site(dataset.train), in_site(dataset.test)
+    test = test.subset(test.labeled)  # metrics need labels; unlabeled test pairs are not scored
+    holdout = None
+    if len(held):
+        holdout = _concat([s.subset(np.isin(s.sites, held) & s.labeled) for s in (dataset.train, dataset.val, dataset.test)])
+    if not train.labeled.any():
+        raise ConfigError(f"{dataset.source or dataset.name}: no labeled training images on the held-in sites")
+
+    tokenizer = train_tokens = None
+    eval_kwargs: dict = {}
+    if dataset.has_text:
+        tparams = registry.get("encoder", cfg.text_encoder.name).Params.model_validate(cfg.text_encoder.params)
+        tokenizer = ReportTokenizer.train(train.texts, vocab_size=tparams.vocab_size, max_len=tparams.max_len)
+        train_tokens = tokenizer.encode(train.texts)
+        eval_kwargs = {"test_tokens": tokenizer.encode(test.texts), "empty_tokens": tokenizer.encode([""]),
+                       "holdout_tokens": None if holdout is None else tokenizer.encode(holdout.texts)}
+    eval_data = EvalData(task=dataset.task, test_images=test.images, test_labels=test.labels,
+                         holdout_images=None if holdout is None else holdout.images,
+                         holdout_labels=None if holdout is None else holdout.labels, **eval_kwargs)
+    mean, std = image_stats(train.images)
+    return PreparedData(dataset, train, test, holdout, tokenizer, train_tokens, eval_data, mean, std)

@@ -1,0 +1,196 @@
+"""Run a study: prepare data once, train and evaluate every pending run, store each as it finishes.
+
+Resumable by construction: finished runs are in the store (skipped on restart) and pre-trained encoders
+are cached as checkpoints (reused by every label fraction and by a restarted study). Under ``torchrun``
+all ranks train together; rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from medrobust import __version__, registry
+from medrobust.config import StudyConfig, dump
+from medrobust.data.fractions import label_subset
+from medrobust.engine import checkpoint, distributed
+from medrobust.engine.train import FitConfig, fit
+from medrobust.evaluation.robustness import evaluate, eps_key
+from medrobust.fileio import atomic_write_text
+from medrobust.models.heads import Classifier
+from medrobust.study.prepare import PreparedData, prepare
+from medrobust.study.spec import RunSpec, expand
+from medrobust.study.store import Store
+
+Log = Callable[[str], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but no CUDA device is available (use device=cpu or auto)")
+    if name == "cuda" and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.rank() % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def build_encoders(cfg: StudyConfig, data: PreparedData, seed: int):
+    """Fresh image (and report) encoders, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    image_cls = registry.get("encoder", cfg.image_encoder.name)
+    shape = data.dataset.image_shape
+    image = image_cls(shape[0], len(shape) - 1, shape[-1], data.mean, data.std,
+                      image_cls.Params.model_validate(cfg.image_encoder.params))
+    text = None
+    if data.has_text:
+        text_cls = registry.get("encoder", cfg.text_encoder.name)
+        text = text_cls(data.tokenizer.vocab_size, text_cls.Params.model_validate(cfg.text_encoder.params))
+    return image, text
+
+
+def _pretrain(run: RunSpec, cfg: StudyConfig, data: PreparedData, image, text, device, ckpt_dir: Path,
+              log: Log) -> tuple[float, bool]:
+    """Pre-train (or load the cached) encoders of a self-supervised arm in place; returns (seconds, cached)."""
+    path = ckpt_dir / f"{run.method.name}-seed{run.seed}-{run.pretrain_key}.pt"
+    modules = {"image": image} | ({"text": text} if text is not None else {})
+    if path.exists():
+        checkpoint.load_modules(path, modules)
+        return 0.0, True
+    cls = registry.get("method", run.method.name)
+    use_text = "text" in cls.modalities
+    method = cls(image, text if use_text else None, cls.Params.model_validate(run.method.params), seed=run.seed)
+    log(f"pre-training {run.method.name} (seed {run.seed}) on {len(data.train)} training "
+        f"{'image-report pairs' if use_text else 'images'}, {cfg.pretrain.steps} steps")
+    result = fit(method, data.train_tensors(labels=False, text=use_text), cfg.pretrain, seed=run.seed, device=device)
+    if distributed.is_main():
+        checkpoint.save_modules(path, modules, meta={"method": run.method.name, "seed": run.seed,
+                                                     "losses": result.losses[:: max(1, len(result.losses) // 50)]})
+    distributed.barrier()
+    return result.seconds, False
+
+
+def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.device, ckpt_dir: Path,
+            log: Log) -> dict | None:
+    """Train and evaluate one run; the record on rank 0 (None on other ranks)."""
+    method_cls = registry.get("method", run.method.name)
+    image, text = build_encoders(cfg, data, run.seed)
+    pretrain_s, cached = 0.0, False
+    if method_cls.kind == "self-supervised":
+        pretrain_s, cached = _pretrain(run, cfg, data, image, text, device, ckpt_dir, log)
+        objective_cls = registry.get("method", method_cls.counterpart)
+    else:
+        objective_cls = method_cls
+    uses_text = "text" in objective_cls.modalities
+    classifier = Classifier(image, data.dataset.task.n_outputs, text if uses_text else None)
+    linear = method_cls.kind == "self-supervised" and cfg.finetune.mode == "linear"
+    if linear:
+        classifier.freeze_encoders()
+    objective = objective_cls(classifier, data.dataset.task, objective_cls.Params.model_validate(
+        run.method.params if objective_cls is method_cls else {}))
+    labeled = label_subset(data.train.labels, run.fraction, run.seed)
+    finetune = fit(objective, data.train_tensors(labeled, labels=True, text=uses_text),
+                   FitConfig(**cfg.finetune.model_dump(exclude={"mode"})), seed=run.seed, device=device)
+    record = None
+    if distributed.is_main():
+        start = time.perf_counter()
+        metrics = evaluate(classifier.cpu(), data.eval_data, cfg.evaluation)
+        eval_s = time.perf_counter() - start
+        record = {
+            "key": run.key, "method": run.method.name, "fraction": run.fraction, "seed": run.seed,
+            "kind": method_cls.kind, "counterpart": method_cls.counterpart,
+            "modalities": list(objective_cls.modalities),
+            "finetune_mode": "linear" if linear else "full", "method_params": run.method.params,
+            "metrics": metrics,
+            "timing": {"pretrain_s": pretrain_s, "pretrain_cached": cached, "finetune_s": finetune.seconds,
+                       "eval_s": eval_s},
+            "info": {"n_labeled": int(len(labeled)), "n_train": len(data.train), "n_test": len(data.test),
+                     "n_adv": metrics.pop("n_adversarial"),
+                     "n_holdout": 0 if data.holdout is None else len(data.holdout),
+                     "final_loss": float(np.mean(finetune.losses[-10:]))},
+        }
+    distributed.barrier()
+    return record
+
+
+def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtime_s: float | None) -> dict:
+    ds = data.dataset
+    held = set(cfg.data.holdout_sites)
+    task = f"{ds.task.kind}: {' / '.join(ds.task.label_names)}"
+    attacks = ", ".join(f"{a.name}{'' if not a.params else ' ' + str(a.params)}" for a in cfg.evaluation.attacks)
+    return {
+        "study": cfg.name, "data": data.describe(), "task": task,
+        "train_sites": [s for s in ds.site_names if s not in held], "holdout_sites": list(cfg.data.holdout_sites),
+        "methods": [m.name for m in cfg.methods], "fractions": cfg.label_fractions, "seeds": cfg.seeds,
+        "epsilons": [eps_key(e) for e in cfg.evaluation.epsilons],
+        "reference_epsilon": eps_key(cfg.evaluation.reference_epsilon),
+        "attack": f"L∞ image attacks: {attacks} (PGD: random start, projection around the clean image, "
+                  f"best iterate kept); robust accuracy = per-example worst case over them",
+        "corruptions": cfg.evaluation.corruptions, "severities": cfg.evaluation.severities,
+        "encoder": f"image {cfg.image_encoder.name} {cfg.image_encoder.params or ''}".strip()
+                   + (f"; report {cfg.text_encoder.name}" if data.has_text else ""),
+        "budgets": f"pre-training {cfg.pretrain.steps} steps × batch {cfg.pretrain.batch_size}; fine-tuning "
+                   f"{cfg.finetune.steps} steps × batch {cfg.finetune.batch_size} ({cfg.finetune.mode})",
+        "skipped": skipped, "config_yaml": dump(cfg), "runtime_s": runtime_s,
+        "versions": {"medrobust": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def run_study(cfg: StudyConfig, log: Log = print) -> Path:
+    """Run every pending run of ``cfg`` and write the report; returns the path of report.md."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    distributed.setup(device)
+    study_dir = cfg.study_dir
+    started = time.perf_counter()
+    data = prepare(cfg)
+    runs, skipped = expand(cfg, data.has_text)
+    for s in skipped:
+        log(f"skipping {s['method']}: {s['reason']}")
+    store = Store(study_dir / "runs.sqlite") if distributed.is_main() else None
+    if distributed.is_main():
+        atomic_write_text(study_dir / "study.yaml", dump(cfg))
+    done = distributed.broadcast_object(store.keys() if store else None)
+    pending = [r for r in runs if r.key not in done]
+    log(f"study '{cfg.name}': {len(runs)} runs, {len(runs) - len(pending)} already finished, "
+        f"{len(pending)} to run; data: {data.describe()}")
+    for i, run in enumerate(pending, 1):
+        t0 = time.perf_counter()
+        record = execute(run, cfg, data, device, study_dir / "checkpoints", log)
+        if record is not None:
+            store.put(record)
+            m = record["metrics"]
+            ref = eps_key(cfg.evaluation.reference_epsilon)
+            log(f"[{i}/{len(pending)}] {run.label}: clean acc {m['clean']['acc']:.3f}, worst-case @ {ref}/255 "
+                f"{m['attacks']['worst'][ref]:.3f} ({time.perf_counter() - t0:.1f} s"
+                f"{', pre-training cached' if record['timing']['pretrain_cached'] else ''})")
+    if not distributed.is_main():
+        return study_dir / "report" / "report.md"
+    setup = setup_info(cfg, data, skipped, time.perf_counter() - started if pending else None)
+    setup["has_text"] = data.has_text
+    atomic_write_text(study_dir / "setup.json", json.dumps(setup, indent=1))
+    return write_study_report(study_dir, store)
+
+
+def write_study_report(study_dir: Path, store: Store | None = None) -> Path:
+    """(Re)build the report of the study in ``study_dir`` from its store, config and setup."""
+    from medrobust.config import load_config
+    from medrobust.report.render import write_report
+
+    study_dir = Path(study_dir)
+    for name in ("study.yaml", "setup.json", "runs.sqlite"):
+        if not (study_dir / name).is_file():
+            raise FileNotFoundError(f"{study_dir / name} is missing: {study_dir} is not a finished study folder "
+                                    "(run `medrobust study` first)")
+    cfg = load_config(study_dir / "study.yaml")
+    setup = json.loads((study_dir / "setup.json").read_text())
+    store = store or Store(study_dir / "runs.sqlite")
+    runs, _ = expand(cfg, setup["has_text"])
+    return write_report(store.records([r.key for r in runs]), setup, study_dir / "report")

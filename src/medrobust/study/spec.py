@@ -1,0 +1,62 @@
+"""Expand a study config into its grid of runs, each with a content hash as its key.
+
+A run's key hashes everything that determines its result (data, encoders, method and its parameters,
+label fraction, seed, training budgets, evaluation), so a finished run is found again after a restart
+and any change to what it depends on makes a new run rather than reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from medrobust import registry
+from medrobust.config import Component, StudyConfig
+
+PROTOCOL_VERSION = 1  # bump when a change to the code changes results for the same config
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: Component
+    fraction: float
+    seed: int
+    key: str
+    pretrain_key: str | None  # cache key of the pre-trained encoders (self-supervised arms)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method.name} | {self.fraction:g} labels | seed {self.seed}"
+
+
+def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]:
+    """The runs of the grid (seed-major, so early seeds complete first) and the arms skipped, with reasons."""
+    common = {"v": PROTOCOL_VERSION, "data": cfg.data.model_dump(), "image_encoder": cfg.image_encoder.model_dump(),
+              "text_encoder": cfg.text_encoder.model_dump()}
+    runs, skipped = [], []
+    for method in cfg.methods:
+        cls = registry.get("method", method.name)
+        if "text" in cls.modalities and not has_text:
+            skipped.append({"method": method.name, "reason": "needs image-report pairs but the data set has no "
+                            "report text; it is skipped (image-only methods still run)"})
+    skip = {s["method"] for s in skipped}
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            if method.name in skip:
+                continue
+            cls = registry.get("method", method.name)
+            pretrain_key = None
+            if cls.kind == "self-supervised":
+                pretrain_key = digest({**common, "method": method.model_dump(), "seed": seed,
+                                       "pretrain": cfg.pretrain.model_dump()})
+            for fraction in cfg.label_fractions:
+                key = digest({**common, "method": method.model_dump(), "fraction": fraction, "seed": seed,
+                              "pretrain": pretrain_key, "finetune": cfg.finetune.model_dump(),
+                              "evaluation": cfg.evaluation.model_dump()})
+                runs.append(RunSpec(method, fraction, seed, key, pretrain_key))
+    return runs, skipped

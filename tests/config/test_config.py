@@ -1,0 +1,64 @@
+"""Typed study config: unknown keys and bad values are rejected with the key named; overrides checked too."""
+
+import pytest
+
+from medrobust.config import ConfigError, load_config, validate
+
+
+def test_defaults_are_the_quick_study(tmp_path):
+    cfg = load_config("configs/quick.yaml")
+    assert [m.name for m in cfg.methods] == ["supervised", "supervised-multimodal", "simclr", "clip"]
+    assert len(cfg.seeds) >= 2 and len(cfg.label_fractions) >= 2
+    assert cfg.data.source == "synthetic" and cfg.data.params["image_size"] == 28
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"finetune": {"stpes": 3}}, "finetune.stpes"),
+    ({"evaluation": {"max_adv": 3}}, "evaluation.max_adv"),
+    ({"bogus": 1}, "bogus"),
+])
+def test_unknown_key_is_named_with_allowed_keys(raw, key):
+    with pytest.raises(ConfigError, match=f"unknown key '{key}'.*allowed keys"):
+        validate(raw)
+
+
+def test_bad_values_name_the_key():
+    with pytest.raises(ConfigError, match="'label_fractions'"):
+        validate({"label_fractions": [0.0, 1.5]})
+    with pytest.raises(ConfigError, match="'finetune.steps'"):
+        validate({"finetune": {"steps": "many"}})
+    with pytest.raises(ConfigError, match="'evaluation.epsilons'"):
+        validate({"evaluation": {"epsilons": [2, 1]}})
+
+
+def test_component_parameters_are_checked_against_their_schema():
+    with pytest.raises(ConfigError, match=r"unknown key 'methods\[0\].temperatur'"):
+        validate({"methods": [{"name": "simclr", "temperatur": 0.1}]})
+    with pytest.raises(ConfigError, match="unknown method 'simclrr'.*simclr"):
+        validate({"methods": ["simclrr"]})
+    with pytest.raises(ConfigError, match="unknown key 'data.n_per_sit'"):
+        validate({"data": {"n_per_sit": 10}})
+    with pytest.raises(ConfigError, match=r"evaluation.corruptions\[0\].*unknown corruption"):
+        validate({"evaluation": {"corruptions": ["fog"]}})
+
+
+def test_overrides_are_applied_and_checked(tmp_path):
+    cfg = load_config("configs/quick.yaml", ["seeds=[4,5]", "finetune.steps=7", "methods=[supervised]"])
+    assert cfg.seeds == [4, 5] and cfg.finetune.steps == 7 and [m.name for m in cfg.methods] == ["supervised"]
+    with pytest.raises(ConfigError, match="unknown key 'finetune.setps'"):
+        load_config("configs/quick.yaml", ["finetune.setps=7"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("configs/quick.yaml", ["seeds"])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0, 1\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml must hold a mapping"):
+        load_config(lst)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny study config and a small trained classifier on the synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_overrides(out_dir: Path) -> list[str]:
+    """CLI overrides that shrink the default study to seconds (same code paths, smaller numbers)."""
+    return [f"output_dir={out_dir}", "name=tiny", "data.n_per_site=45", "seeds=[0,1]", "label_fractions=[0.5,1.0]",
+            "pretrain.steps=4", "pretrain.batch_size=32", "finetune.steps=4", "finetune.batch_size=16",
+            "evaluation.epsilons=[0,2,8]", "evaluation.attacks=[fgsm,{name: pgd, steps: 3}]",
+            "evaluation.corruptions=[gaussian-noise]", "evaluation.severities=[1,5]",
+            "evaluation.max_adversarial=20", "device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_small():
+    from medrobust.data.synthetic import SyntheticParams, load_synthetic
+
+    return load_synthetic(SyntheticParams(n_per_site=180, seed=3))
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(synthetic_small):
+    """A small CNN trained for a few seconds on synthetic 'abnormal' (sites A-D mixed): clearly above chance."""
+    from medrobust.data.base import to_unit
+    from medrobust.engine.train import FitConfig, fit
+    from medrobust.methods.supervised import Supervised
+    from medrobust.models.encoders import SmallCNN
+    from medrobust.models.heads import Classifier
+    from medrobust.models.layers import image_stats
+
+    ds = synthetic_small
+    torch.manual_seed(0)
+    mean, std = image_stats(ds.train.images)
+    model = Classifier(SmallCNN(1, 2, 28, mean, std), ds.task.n_outputs)
+    tensors = {"image": torch.as_tensor(ds.train.images), "label": torch.as_tensor(ds.train.labels)}
+    fit(Supervised(model, ds.task), tensors, FitConfig(steps=150, batch_size=64, lr=3e-3), seed=0)
+    x, y = to_unit(ds.test.images), torch.as_tensor(ds.test.labels)
+    return model.eval(), x, y, ds.task

@@ -1,0 +1,129 @@
+"""End-to-end study: grid, store, resume after a kill, report, skipped arms, CLI."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medrobust.cli import main
+from medrobust.config import ConfigError, load_config
+from medrobust.study.runner import run_study
+from medrobust.study.store import Store
+from conftest import SHARED_DATA, tiny_overrides
+
+
+def _finished(study_dir: Path) -> dict[str, float]:
+    db = study_dir / "runs.sqlite"
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return dict(conn.execute("SELECT key, finished FROM runs"))
+    except sqlite3.OperationalError:
+        return {}
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_and_rerun_skips(tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", "configs/quick.yaml", *tiny_overrides(out)]) == 0
+    report = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report == out / "report" / "report.md" and report.exists()
+    assert (out / "report" / "report.html").exists()
+    runs = _finished(out)
+    assert len(runs) == 4 * 2 * 2  # methods x fractions x seeds
+    records = Store(out / "runs.sqlite").records()
+    for r in records:
+        m = r["metrics"]
+        assert 0 <= m["clean"]["acc"] <= 1 and "holdout" in m
+        assert set(m["attacks"]) == {"fgsm", "pgd", "worst"} and set(m["attacks"]["pgd"]) == {"0", "2", "8"}
+        assert m["attacks"]["pgd"]["0"] >= m["attacks"]["pgd"]["8"]
+        assert ("noreport" in m) == ("text" in r["modalities"])
+        assert {c["name"] for c in m["checks"]} >= {"eps0_equals_clean", "monotone_in_eps"}
+        assert next(c for c in m["checks"] if c["name"] == "eps0_equals_clean")["passed"]
+    pre = [r for r in records if r["kind"] == "self-supervised"]
+    assert sum(not r["timing"]["pretrain_cached"] for r in pre) == 2 * 2, "pre-train once per method and seed"
+    # a second run finds everything finished and redoes nothing
+    assert main(["study", "configs/quick.yaml", *tiny_overrides(out)]) == 0
+    assert _finished(out) == runs
+    # the report is rebuilt from the store alone
+    (out / "report" / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report" / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_study_killed_midway_resumes_without_redoing(tmp_path):
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "medrobust", "study", "configs/quick.yaml", *tiny_overrides(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not _finished(out) and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = _finished(out)
+    assert 1 <= len(first) < 16, f"the kill should land mid-study, {len(first)} runs were finished"
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    after = _finished(out)
+    assert len(after) == 16
+    for key, finished in first.items():
+        assert after[key] == finished, "a run finished before the kill was redone"
+
+
+@pytest.mark.slow
+def test_medmnist_study_skips_image_report_arms(tmp_path, capsys):
+    npz = SHARED_DATA / "breastmnist.npz"
+    if not npz.exists():
+        pytest.skip("../shared/data/breastmnist.npz not available")
+    out = tmp_path / "mm"
+    overrides = [o for o in tiny_overrides(out) if not o.startswith("data.")] + [f"data.path={npz}"]
+    assert main(["study", "configs/medmnist.yaml", *overrides]) == 0
+    text = (out / "report" / "report.md").read_text()
+    records = Store(out / "runs.sqlite").records()
+    assert {r["method"] for r in records} == {"supervised", "simclr"}
+    assert all("holdout" not in r["metrics"] for r in records)
+    assert "clip" in text and "no report text" in text
+
+
+def test_holdout_site_must_exist():
+    cfg = load_config("configs/medmnist.yaml", [f"data.path={SHARED_DATA / 'breastmnist.npz'}", "data.holdout_sites=[D]"])
+    if not (SHARED_DATA / "breastmnist.npz").exists():
+        pytest.skip("../shared/data/breastmnist.npz not available")
+    with pytest.raises(ConfigError, match="holdout_sites.*'D'"):
+        run_study(cfg, log=lambda _m: None)
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["study", "configs/quick.yaml", "finetune.stpes=2"]) == 2
+    assert "unknown key 'finetune.stpes'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "runs.sqlite" in capsys.readouterr().err or "study.yaml" in capsys.readouterr().err
+
+
+def test_help_is_light():
+    code = ("import sys; from medrobust.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out and "study" in out
+
+
+def test_list_prints_family_and_name(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    pairs = [tuple(line.split(" ")) for line in lines]
+    assert all(len(p) == 2 for p in pairs)
+    for expected in [("data", "synthetic"), ("data", "medmnist"), ("data", "manifest"), ("encoder", "cnn"),
+                     ("encoder", "vit"), ("encoder", "transformer"), ("method", "supervised"),
+                     ("method", "supervised-multimodal"), ("method", "simclr"), ("method", "clip"),
+                     ("attack", "fgsm"), ("attack", "pgd"), ("corruption", "gaussian-noise")]:
+        assert expected in pairs
+    assert {p[0] for p in pairs} <= {"data", "encoder", "method", "attack", "corruption", "defense"}
