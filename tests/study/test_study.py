@@ -1,6 +1,5 @@
 """End-to-end study: grid, store, resume after a kill, report, skipped arms, CLI."""
 
-import json
 import os
 import signal
 import sqlite3

@@ -1,4 +1,4 @@
-"""Report tokenizer trained on the training reports (Hugging Face ``tokenizers``; nothing downloaded).
+"""Report tokenizer built from the training reports (Hugging Face ``tokenizers``; nothing downloaded).
 
 WordPiece with lower-casing and BERT pre-tokenisation, special tokens ``[PAD]=0, [UNK]=1, [CLS]=2,
 [MASK]=3``. Every encoded report starts with ``[CLS]`` and is padded with ``[PAD]`` to ``max_len``.
@@ -15,6 +15,15 @@ SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[MASK]")
 PAD, UNK, CLS, MASK = range(4)
 
 
+def _pipeline(tok) -> None:
+    """Lower-case, strip accents, split on white space and punctuation (BERT style); decode WordPiece."""
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+
+
 class ReportTokenizer:
     """Thin wrapper around a trained ``tokenizers.Tokenizer`` with fixed-length integer output."""
 
@@ -25,16 +34,30 @@ class ReportTokenizer:
 
     @classmethod
     def train(cls, texts: Sequence[str], vocab_size: int = 1000, max_len: int = 48) -> "ReportTokenizer":
-        """Train WordPiece on ``texts``; deterministic for the same texts in the same order."""
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+        """Build the vocabulary from ``texts``: deterministic for the same texts, whatever their order.
+
+        The ``tokenizers`` WordPiece *trainer* breaks ties between equally frequent pieces in hash order,
+        so two trainings on the same reports can differ. We therefore build the WordPiece vocabulary
+        ourselves — every character (word-initial and ``##`` continuation) so any word can be spelled,
+        then whole words by descending frequency (ties alphabetical) up to ``vocab_size`` — and let
+        ``tokenizers`` do the normalising, pre-tokenising and greedy longest-match encoding.
+        """
+        from collections import Counter
+
+        from tokenizers import Tokenizer, models
 
         if not texts:
             raise ValueError("cannot train a report tokenizer on an empty list of texts")
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL), show_progress=False)
-        tok.train_from_iterator(list(texts), trainer=trainer)
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(SPECIAL)}, unk_token="[UNK]"))
+        _pipeline(tok)
+        words = Counter(w for text in texts for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)))
+        chars = sorted({c for w in words for c in w})
+        vocab = list(SPECIAL) + chars + ["##" + c for c in chars]
+        ranked = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
+        vocab += ranked[: max(0, vocab_size - len(vocab))]
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                         max_input_chars_per_word=100))
+        _pipeline(tok)
         return cls(tok, max_len)
 
     @property

@@ -77,7 +77,17 @@ def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
     return np.sort(label_subset(labels, size / len(labels), seed=EVAL_SEED))
 
 
-def _predict(model: Classifier, images, tokens, batch_size: int, transform: Callable | None = None) -> torch.Tensor:
+def _text_features(model: Classifier, tokens: np.ndarray | None, batch_size: int) -> torch.Tensor | None:
+    """Report features ``[N, D]`` computed once per evaluation (the reports stay fixed in image evaluations)."""
+    if tokens is None or not model.uses_text:
+        return None
+    with torch.no_grad():
+        return torch.cat([model.text_features(torch.as_tensor(tokens[s : s + batch_size]))
+                          for s in range(0, len(tokens), batch_size)])
+
+
+def _predict(model: Classifier, images, text_feats: torch.Tensor | None, batch_size: int,
+             transform: Callable | None = None) -> torch.Tensor:
     """Logits ``[N, K]`` for all images (optionally transformed batch by batch), no gradients."""
     out = []
     with torch.no_grad():
@@ -85,8 +95,8 @@ def _predict(model: Classifier, images, tokens, batch_size: int, transform: Call
             x = to_unit(images[start : start + batch_size])
             if transform is not None:
                 x = transform(x, start)
-            t = None if tokens is None else torch.as_tensor(tokens[start : start + batch_size])
-            out.append(model(x, t) if model.uses_text else model(x))
+            t = None if text_feats is None else text_feats[start : start + batch_size]
+            out.append(model(x, text_features=t) if model.uses_text else model(x))
     return torch.cat(out)
 
 
@@ -102,32 +112,35 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig,
     task, bs = data.task, cfg.batch_size
     note = progress or (lambda _msg: None)
     metrics: dict = {}
-    clean_logits = _predict(model, data.test_images, data.test_tokens, bs)
+    test_text = _text_features(model, data.test_tokens, bs)
+    clean_logits = _predict(model, data.test_images, test_text, bs)
     metrics["clean"] = _summary(clean_logits, data.test_labels, task)
     if data.holdout_images is not None and len(data.holdout_images):
-        metrics["holdout"] = _summary(_predict(model, data.holdout_images, data.holdout_tokens, bs),
+        holdout_text = _text_features(model, data.holdout_tokens, bs)
+        metrics["holdout"] = _summary(_predict(model, data.holdout_images, holdout_text, bs),
                                       data.holdout_labels, task)
     if model.uses_text:
-        empty = np.repeat(data.empty_tokens, len(data.test_images), axis=0)
+        empty = _text_features(model, data.empty_tokens, bs).expand(len(data.test_images), -1)
         metrics["noreport"] = _summary(_predict(model, data.test_images, empty, bs), data.test_labels, task)
 
     note("attacks")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
     clean_acc_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
-    per_attack = _attacks(model, data, subset, cfg)  # name -> eps -> [n] per-example accuracy
+    per_attack = _attacks(model, data, subset, test_text, cfg)  # name -> eps -> [n] per-example accuracy
     worst = {e: torch.stack([per_attack[a][e] for a in per_attack]).min(dim=0).values for e in cfg.epsilons}
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
 
     note("corruptions")
-    metrics["corruptions"] = _corruptions(model, data, cfg)
+    metrics["corruptions"] = _corruptions(model, data, test_text, cfg)
     metrics["checks"] = checks.run_all(clean_acc_subset, per_attack, cfg.epsilons)
     metrics["n_adversarial"] = int(len(subset))
     return metrics
 
 
-def _attacks(model: Classifier, data: EvalData, subset: np.ndarray, cfg: EvalConfig) -> dict:
+def _attacks(model: Classifier, data: EvalData, subset: np.ndarray, text_feats: torch.Tensor | None,
+             cfg: EvalConfig) -> dict:
     task, bs = data.task, cfg.batch_size
     results: dict[str, dict[float, torch.Tensor]] = {}
     for spec in cfg.attacks:
@@ -140,7 +153,7 @@ def _attacks(model: Classifier, data: EvalData, subset: np.ndarray, cfg: EvalCon
             for start in range(0, len(subset), bs):
                 idx = subset[start : start + bs]
                 x, y = to_unit(data.test_images[idx]), torch.as_tensor(data.test_labels[idx])
-                target = FixedReport(model, torch.as_tensor(data.test_tokens[idx])) if model.uses_text else model
+                target = FixedReport(model, text_features=text_feats[idx]) if model.uses_text else model
                 x_adv = attack(target, x, y, eps=eps / 255.0, task=task, generator=generator)
                 with torch.no_grad():
                     accs.append(per_example_accuracy(target(x_adv), y, task))
@@ -148,7 +161,7 @@ def _attacks(model: Classifier, data: EvalData, subset: np.ndarray, cfg: EvalCon
     return results
 
 
-def _corruptions(model: Classifier, data: EvalData, cfg: EvalConfig) -> dict:
+def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None, cfg: EvalConfig) -> dict:
     from medrobust.corruptions.base import apply
 
     out: dict[str, dict[str, float]] = {}
@@ -156,7 +169,7 @@ def _corruptions(model: Classifier, data: EvalData, cfg: EvalConfig) -> dict:
         out[name] = {}
         for severity in cfg.severities:
             generator = torch.Generator().manual_seed(EVAL_SEED + severity)
-            logits = _predict(model, data.test_images, data.test_tokens, cfg.batch_size,
+            logits = _predict(model, data.test_images, text_feats, cfg.batch_size,
                               transform=lambda x, _start: apply(name, x, severity, generator))
             out[name][str(severity)] = float(per_example_accuracy(logits, torch.as_tensor(data.test_labels),
                                                                   data.task).mean())

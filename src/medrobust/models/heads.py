@@ -32,16 +32,24 @@ class Classifier(nn.Module):
     def uses_text(self) -> bool:
         return self.text_encoder is not None
 
-    def features(self, image: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, L] -> [N, D_txt]
+        return self.text_encoder.forward_features(tokens)
+
+    def features(self, image: torch.Tensor, tokens: torch.Tensor | None = None,
+                 text_features: torch.Tensor | None = None) -> torch.Tensor:
         feats = self.image_encoder.forward_features(image)  # [N, D_img]
         if self.text_encoder is not None:
-            if tokens is None:
-                raise ValueError("this image+report classifier needs report tokens")
-            feats = torch.cat([feats, self.text_encoder.forward_features(tokens)], dim=1)  # [N, D_img + D_txt]
+            if text_features is None:
+                if tokens is None:
+                    raise ValueError("this image+report classifier needs report tokens")
+                text_features = self.text_features(tokens)
+            feats = torch.cat([feats, text_features], dim=1)  # [N, D_img + D_txt]
         return feats
 
-    def forward(self, image: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.norm(self.features(image, tokens)))  # [N, n_outputs]
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor | None = None, *,
+                text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[N, n_outputs]``; ``text_features`` (from :meth:`text_features`) skip the report encoder."""
+        return self.head(self.norm(self.features(image, tokens, text_features)))
 
     def freeze_encoders(self) -> None:
         """Linear-probe mode: only the LayerNorm and head train."""
@@ -54,15 +62,21 @@ class FixedReport(nn.Module):
     """The image -> logits function of an image+report classifier with the report held fixed.
 
     Lets every image attack and corruption work on image+report models unchanged: the report is clean
-    (or removed) while the image is perturbed.
+    (or removed) while the image is perturbed. With late (concatenation) fusion the report features do not
+    depend on the image, so they are computed once and reused by every attack step — the same function
+    and gradient w.r.t. the image, without re-encoding the report at each step.
     """
 
-    def __init__(self, model: Classifier, tokens: torch.Tensor | None):
+    def __init__(self, model: Classifier, tokens: torch.Tensor | None = None,
+                 text_features: torch.Tensor | None = None):
         super().__init__()
         self.model = model
-        self.tokens = tokens
+        if text_features is None and tokens is not None:
+            with torch.no_grad():
+                text_features = model.text_features(tokens)
+        self.text_features = text_features
         self.randomized = getattr(model, "randomized", False)
         self.non_differentiable = getattr(model, "non_differentiable", False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image, self.tokens)
+        return self.model(image, text_features=self.text_features)

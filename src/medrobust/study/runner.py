@@ -168,8 +168,9 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
             store.put(record)
             m = record["metrics"]
             ref = eps_key(cfg.evaluation.reference_epsilon)
-            log(f"[{i}/{len(pending)}] {run.label}: clean acc {m['clean']['acc']:.3f}, worst-case @ {ref}/255 "
-                f"{m['attacks']['worst'][ref]:.3f} ({time.perf_counter() - t0:.1f} s"
+            log(f"[{i}/{len(pending)}] {run.label}: clean acc {m['clean']['acc']:.3f}; attacked examples "
+                f"{m['attacks']['worst']['0']:.3f} -> {m['attacks']['worst'][ref]:.3f} at {ref}/255 "
+                f"({time.perf_counter() - t0:.1f} s"
                 f"{', pre-training cached' if record['timing']['pretrain_cached'] else ''})")
     if not distributed.is_main():
         return study_dir / "report" / "report.md"

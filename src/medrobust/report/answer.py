@@ -1,0 +1,188 @@
+"""The answer to the study's question, in plain words, written from the numbers.
+
+:func:`comparisons` pairs every self-supervised arm with its ``counterpart`` (same label fraction, same
+seed) and runs :func:`medrobust.report.stats.paired` on each metric; :func:`answer` turns those results
+into a short Markdown text. Every number in the text is formatted by the same functions as the paired
+comparison table, so the text and the table agree digit for digit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from medrobust.report import stats, tables
+from medrobust.report.stats import BETTER, TOO_FEW, UNCLEAR, WORSE, fmt_ci, fmt_diff, fmt_eps, fmt_fraction, fmt_value
+
+#: metrics compared between a self-supervised arm and its counterpart (noreport only if both multimodal)
+COMPARED = ("clean_acc", "worst_ref", "gap", "corr_mean", "holdout_acc", "noreport_acc")
+#: the three robustness questions the answer is about, with the short word used in the text
+ROBUSTNESS = {"worst_ref": "adversarial", "corr_mean": "corruptions", "holdout_acc": "site shift"}
+NEAR_ZERO = 0.05
+
+_PRETTY = {"simclr": "SimCLR", "clip": "CLIP", "moco": "MoCo", "mocov2": "MoCo v2", "mocov3": "MoCo v3",
+           "byol": "BYOL", "simsiam": "SimSiam", "dino": "DINO", "barlow": "Barlow Twins",
+           "barlow-twins": "Barlow Twins", "vicreg": "VICReg", "mae": "MAE", "convirt": "ConVIRT",
+           "mmr": "MMR", "robust-mmr": "Robust-MMR"}
+
+
+def pretty(method: str) -> str:
+    """Human name of a method (``simclr`` → ``SimCLR``); unknown names are returned unchanged."""
+    return _PRETTY.get(method, method)
+
+
+def _multimodal(records: list[dict], method: str) -> bool:
+    return any(r.get("method") == method and "text" in (r.get("modalities") or []) for r in records)
+
+
+def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
+    """Paired comparisons of every self-supervised arm with its counterpart.
+
+    Args:
+        records: run records.
+        setup: study setup (used for method order and the reference ε).
+
+    Returns:
+        One dict per (arm, fraction, metric) with data in both arms: ``arm``, ``counterpart``,
+        ``fraction``, ``metric``, ``label``, ``unit``, ``higher_is_better``, the :func:`stats.paired`
+        fields (``mean_diff``, ``ci_low``, ``ci_high``, ``p``, ``n``, ``mean_a`` = arm, ``mean_b`` =
+        counterpart) and ``verdict``.
+    """
+    setup = setup or {}
+    ms = tables.metrics(tables.reference_eps(records, setup))
+    out = []
+    for arm in tables.method_order(records, setup):
+        arm_recs = [r for r in records if r.get("method") == arm]
+        cp = next((r.get("counterpart") for r in arm_recs if r.get("counterpart")), None)
+        if cp is None or all(r.get("kind") == "supervised" for r in arm_recs):
+            continue
+        for f in tables.fraction_order(records):
+            a_by_seed = {r.get("seed"): r for r in tables.runs(records, arm, f)}
+            b_by_seed = {r.get("seed"): r for r in tables.runs(records, cp, f)}
+            seeds = sorted((s for s in a_by_seed if s in b_by_seed), key=stats._num)
+            if not seeds:
+                continue
+            for name in COMPARED:
+                if name == "noreport_acc" and not (_multimodal(records, arm) and _multimodal(records, cp)):
+                    continue
+                m = ms[name]
+                res = stats.paired([m.get(a_by_seed[s]) for s in seeds], [m.get(b_by_seed[s]) for s in seeds])
+                if res["n"] == 0:
+                    continue
+                out.append(dict(res, arm=arm, counterpart=cp, fraction=f, metric=name, label=m.label,
+                                unit=m.unit, higher_is_better=m.higher_is_better,
+                                verdict=stats.verdict(res, m.higher_is_better)))
+    return out
+
+
+def _numbers(c: dict) -> str:
+    """``"+13.8 pp, 95% CI +6.1 to +21.5, 3 seeds"`` (or the one-seed form)."""
+    seeds = f"{c['n']} seed" + ("s" if c["n"] != 1 else "")
+    if c["n"] < 2:
+        return f"{fmt_diff(c['mean_diff'])} pp, {seeds}, no CI"
+    return f"{fmt_diff(c['mean_diff'])} pp, 95% CI {fmt_ci(c['ci_low'], c['ci_high'])}, {seeds}"
+
+
+def _sentence(c: dict) -> str:
+    """One clause about one comparison, e.g. ``adversarial: **better** — raised ... from 41.2% to 55.0% (...)``."""
+    what = c["label"]
+    a, b = fmt_value(c["mean_a"]) + "%", fmt_value(c["mean_b"]) + "%"
+    if c["verdict"] in (BETTER, WORSE):
+        verb = "raised" if c["mean_diff"] > 0 else "lowered"
+        body = f"{verb} {what} from {b} to {a} ({_numbers(c)})"
+    else:
+        body = f"{what} {b} → {a} ({_numbers(c)})"
+    return f"{ROBUSTNESS[c['metric']]}: **{c['verdict']}** — {body}"
+
+
+def _clean_explains(by_metric: dict) -> str:
+    """Say whether a clear robust-accuracy difference is explained by clean accuracy (via the robustness gap)."""
+    w, g = by_metric.get("worst_ref"), by_metric.get("gap")
+    if not w or not g or w["verdict"] not in (BETTER, WORSE) or g["verdict"] == TOO_FEW:
+        return ""
+    nums = f"{fmt_diff(g['mean_diff'])} pp, 95% CI {fmt_ci(g['ci_low'], g['ci_high'])}"
+    if g["verdict"] == UNCLEAR:
+        return f", explained by clean accuracy (robustness gap clean − worst-case not clearly changed: {nums})"
+    change = "narrowed" if g["mean_diff"] < 0 else "widened"
+    return f", not only clean accuracy (robustness gap clean − worst-case {change}: {nums})"
+
+
+def _near_zero_line(records: list[dict], setup: dict) -> str:
+    """Say so when every arm is below 5% worst-case accuracy at the largest ε."""
+    grid = tables.eps_order(records, setup)
+    if not grid or stats._num(grid[-1]) <= 0:
+        return ""
+    top = grid[-1]
+    means = [tables.summary(records, m, f, lambda r: tables.attack_acc(r, "worst", top))[0]
+             for m in tables.method_order(records, setup) for f in tables.fraction_order(records)]
+    means = [x for x in means if math.isfinite(x)]
+    if not means or max(means) >= NEAR_ZERO:
+        return ""
+    return (f"At the largest budget ε={fmt_eps(top)} every arm is near 0% worst-case accuracy "
+            f"(highest mean {fmt_value(max(means))}%): none is adversarially robust without a defense.")
+
+
+def _checks_line(records: list[dict]) -> str:
+    failed = tables.failed_checks(records)
+    if not failed:
+        return ""
+    shown = "; ".join(f"{c['name']} for {c['method']} at {fmt_fraction(c['fraction'])} labels, seed {c['seed']}"
+                      for c in failed[:3])
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return (f"**Caveat:** {len(failed)} evaluation self-check(s) failed ({shown}{more}); the robust accuracies "
+            f"of those runs may be unreliable — see the warnings and the self-check table.")
+
+
+def answer(records: list[dict], setup: dict | None = None) -> str:
+    """Plain-words Markdown answer: does self-supervised pre-training make models more robust?
+
+    Args:
+        records: run records.
+        setup: study setup.
+
+    Returns:
+        A short Markdown text: a summary count, one bullet per (self-supervised arm, label fraction) with
+        the verdict, mean difference (pp), 95% CI and number of seeds for adversarial robustness (worst
+        case at the reference ε), corruptions and site shift, and caveats.
+    """
+    setup = setup or {}
+    comps = comparisons(records, setup)
+    ref = tables.reference_eps(records, setup)
+    robust = [c for c in comps if c["metric"] in ROBUSTNESS]
+    lines: list[str] = []
+    if not robust:
+        lines.append("No self-supervised arm could be paired with its supervised counterpart on the same label "
+                     "fraction and seed, so these records cannot answer the question.")
+    else:
+        count = {v: sum(c["verdict"] == v for c in robust) for v in stats.VERDICTS}
+        if count[TOO_FEW] == len(robust):
+            s = (f"With one seed per comparison, none of the {len(robust)} comparisons can be judged: "
+                 f"rerun with 2 or more seeds for confidence intervals.")
+        else:
+            s = (f"Self-supervised pre-training made models clearly more robust in {count[BETTER]} of "
+                 f"{len(robust)} comparisons, clearly less robust in {count[WORSE]}, and made no clear "
+                 f"difference in {count[UNCLEAR]}")
+            s += f" ({count[TOO_FEW]} had too few seeds to tell)." if count[TOO_FEW] else "."
+        what = {"worst_ref": f"worst-case accuracy at ε={fmt_eps(ref)}" if ref else "worst-case accuracy",
+                "corr_mean": "mean corruption accuracy", "holdout_acc": "held-out-site accuracy"}
+        kinds = [f"{ROBUSTNESS[k]} ({what[k]})" for k in ROBUSTNESS if any(c["metric"] == k for c in robust)]
+        lines.append(f"**{s}** Compared: {', '.join(kinds)}; differences are self-supervised − supervised "
+                     f"in percentage points (pp), 95% CI over paired seeds.")
+        lines.append("")
+        seen = []
+        for c in robust:
+            if (c["arm"], c["fraction"]) not in seen:
+                seen.append((c["arm"], c["fraction"]))
+        for arm, f in seen:
+            mine = {c["metric"]: c for c in comps if c["arm"] == arm and c["fraction"] == f}
+            parts = []
+            for k in ROBUSTNESS:
+                if k in mine:
+                    parts.append(_sentence(mine[k]) + (_clean_explains(mine) if k == "worst_ref" else ""))
+            cp = pretty(next(iter(mine.values()))["counterpart"])
+            head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
+            lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
+    extra = [x for x in (_near_zero_line(records, setup), _checks_line(records)) if x]
+    if extra:
+        lines.append("")
+        lines += extra
+    return "\n".join(lines).strip() + "\n"

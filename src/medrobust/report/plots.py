@@ -1,0 +1,218 @@
+"""Report figures (PNG, drawn on matplotlib's Agg canvas without pyplot; matplotlib is imported lazily).
+
+Each function draws one figure from the run records and writes it atomically (temporary file in the
+same folder, then ``os.replace``). Bands and error bars are 95% CIs over seeds (:func:`stats.mean_ci`);
+every method keeps one colour across all figures (:func:`method_colors`); the legend sits below the
+axes so it never covers data. A function returns ``None`` (and writes nothing) when the records hold no
+data for its figure.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+from medrobust.fileio import atomic_write
+from medrobust.report import stats, tables
+from medrobust.report.stats import fmt_eps, fmt_fraction
+
+DPI = 120
+EPS_LABEL = "ε (×1/255)"
+
+
+def _figure(**kw):
+    """A new matplotlib ``Figure`` on the Agg canvas (no pyplot, so no global backend state is touched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def method_colors(methods: list[str]) -> dict[str, tuple]:
+    """One colour per method, from the tab10/tab20 cycle, in the given method order."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def _save(fig, path: Path) -> Path:
+    """Save ``fig`` to ``path`` atomically (PNG, ``DPI``)."""
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=DPI, format="png", metadata={"Software": None}))
+
+
+def _panels(n: int, title: str, ylabel: str, width: float = 4.6, height: float = 3.8):
+    """``n`` panels sharing the y axis; wrapped onto several rows when one row would exceed 16 inches."""
+    width = min(width, 16.0)
+    ncols = max(1, min(n, int(16.0 // width)))
+    nrows = math.ceil(n / ncols)
+    fig_w = max(width * ncols, 7.0)
+    fig = _figure(figsize=(fig_w, height * nrows + 0.4 * (nrows - 1)))
+    grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[n:]:
+        ax.remove()
+    for ax in axes[:n:ncols]:
+        ax.set_ylabel(ylabel)
+    fig.suptitle(textwrap.fill(title, width=int(fig_w * 10)), fontsize=12)  # ~10 characters per inch at 12 pt
+    return fig, axes[:n]
+
+
+def _legend(fig, axes) -> None:
+    """Legend below the panels (never over data); layout leaves room for it."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    ncol = min(max(len(labels), 1), 5)
+    rows = math.ceil(max(len(labels), 1) / ncol)
+    h = fig.get_figheight()
+    fig.tight_layout(rect=(0, (0.25 + 0.25 * rows) / h, 1, 1 - 0.2 / h))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=9,
+               bbox_to_anchor=(0.5, 0.01))
+
+
+def _line(ax, x, stats_list, color, label, marker="o"):
+    """Mean line with a 95% CI band; points with no data are skipped."""
+    pts = [(xi, m, h) for xi, (m, h, n) in zip(x, stats_list) if n > 0 and math.isfinite(m)]
+    if not pts:
+        return
+    xs, ms, hs = zip(*pts)
+    ms100 = [100 * m for m in ms]
+    ax.plot(xs, ms100, marker=marker, color=color, label=label, lw=1.8, ms=4)
+    if any(math.isfinite(h) for h in hs):
+        lo = [100 * (m - (h if math.isfinite(h) else 0)) for m, h in zip(ms, hs)]
+        hi = [100 * (m + (h if math.isfinite(h) else 0)) for m, h in zip(ms, hs)]
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def robust_vs_eps(records: list[dict], setup: dict, path: Path) -> Path | None:
+    """Worst-case robust accuracy vs ε (ε=0 included), a line per method, a panel per label fraction."""
+    grid = tables.eps_order(records, setup, "worst")
+    fracs = tables.fraction_order(records)
+    if not grid or not fracs:
+        return None
+    methods = tables.method_order(records, setup)
+    colors = method_colors(methods)
+    fig, axes = _panels(len(fracs), "Worst-case robust accuracy vs attack budget (mean ± 95% CI over seeds)",
+                        "worst-case robust accuracy (%)")
+    pos = list(range(len(grid)))  # the ε grid is roughly geometric: equal spacing keeps small ε readable
+    for ax, f in zip(axes, fracs):
+        for m in methods:
+            s = [tables.summary(records, m, f, lambda r, e=e: tables.attack_acc(r, "worst", e)) for e in grid]
+            _line(ax, pos, s, colors[m], m)
+        ax.set_xticks(pos, grid)
+        ax.set_title(f"{fmt_fraction(f)} labels")
+        ax.set_xlabel(EPS_LABEL + " (grid points)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return _save(fig, path)
+
+
+def corruption_severity(records: list[dict], setup: dict, path: Path) -> Path | None:
+    """Mean accuracy over corruptions vs severity (0 = clean), a line per method, a panel per fraction."""
+    sevs = sorted({int(stats._num(s)) for r in records
+                   for per in (r.get("metrics", {}).get("corruptions") or {}).values() if isinstance(per, dict)
+                   for s in per if math.isfinite(stats._num(s))})
+    fracs = tables.fraction_order(records)
+    if not sevs or not fracs:
+        return None
+    methods = tables.method_order(records, setup)
+    colors = method_colors(methods)
+    x = [0] + sevs
+    fig, axes = _panels(len(fracs), "Accuracy under corruptions vs severity (mean over corruptions, ± 95% CI)",
+                        "mean accuracy over corruptions (%)")
+    for ax, f in zip(axes, fracs):
+        for m in methods:
+            s = [tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))]
+            s += [tables.summary(records, m, f, lambda r, v=v: tables.corruption_acc(r, None, v)) for v in sevs]
+            _line(ax, x, s, colors[m], m)
+        ax.set_xticks(x, [str(v) for v in x])
+        ax.set_title(f"{fmt_fraction(f)} labels")
+        ax.set_xlabel("corruption severity (0 = clean)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return _save(fig, path)
+
+
+def site_shift(records: list[dict], setup: dict, path: Path) -> Path | None:
+    """Grouped bars: in-site (solid) vs held-out-site (hatched) accuracy per method, a panel per fraction."""
+    if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
+        return None
+    from matplotlib.patches import Patch
+
+    fracs = tables.fraction_order(records)
+    methods = [m for m in tables.method_order(records, setup)
+               if any(r.get("method") == m and math.isfinite(tables.acc(r, "holdout")) for r in records)]
+    colors = method_colors(tables.method_order(records, setup))
+    held = ", ".join(setup.get("holdout_sites") or []) or "held-out"
+    fig, axes = _panels(len(fracs), f"In-site vs held-out-site ({held}) accuracy (mean ± 95% CI over seeds)",
+                        "accuracy (%)", width=max(3.4, 0.85 * len(methods) + 1.6), height=4.2)
+    w, tilt = 0.38, len(methods) > 2
+    for ax, f in zip(axes, fracs):
+        for i, m in enumerate(methods):
+            for j, split in enumerate(("clean", "holdout")):
+                mean, half, n = tables.summary(records, m, f, lambda r, s=split: tables.acc(r, s))
+                if n == 0:
+                    continue
+                err = 100 * half if math.isfinite(half) else None
+                ax.bar(i + (j - 0.5) * w, 100 * mean, w, yerr=err, capsize=3, color=colors[m],
+                       alpha=1.0 if j == 0 else 0.55, hatch=None if j == 0 else "//", edgecolor="black", lw=0.6)
+        ax.set_xticks(range(len(methods)), methods, rotation=25 if tilt else 0, ha="right" if tilt else "center",
+                      rotation_mode="anchor")
+        ax.set_title(f"{fmt_fraction(f)} labels")
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1 - 0.2 / fig.get_figheight()))
+    fig.legend(handles=[Patch(facecolor="0.6", edgecolor="black", label="in-site test"),
+                        Patch(facecolor="0.85", edgecolor="black", hatch="//", label=f"held-out site ({held})")],
+               loc="lower center", bbox_to_anchor=(0.5, 0.01), fontsize=9, ncol=2, frameon=False)
+    return _save(fig, path)
+
+
+def label_fraction(records: list[dict], setup: dict, path: Path) -> Path | None:
+    """Clean and worst-case (reference ε) accuracy vs label fraction, a line per method."""
+    fracs = tables.fraction_order(records)
+    if not fracs:
+        return None
+    ref = tables.reference_eps(records, setup)
+    methods = tables.method_order(records, setup)
+    colors = method_colors(methods)
+    panels = [("clean accuracy", lambda r: tables.acc(r, "clean"))]
+    if ref is not None:
+        panels.append((f"worst-case robust accuracy at ε={fmt_eps(ref)}",
+                       lambda r: tables.attack_acc(r, "worst", ref)))
+    fig, axes = _panels(len(panels), "Accuracy vs label fraction (mean ± 95% CI over seeds)", "accuracy (%)")
+    log = fracs[0] > 0 and fracs[-1] / fracs[0] >= 10
+    for ax, (title, get) in zip(axes, panels):
+        for m in methods:
+            s = [tables.summary(records, m, f, get) for f in fracs]
+            _line(ax, [100 * f for f in fracs], s, colors[m], m)
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks([100 * f for f in fracs], [fmt_fraction(f) for f in fracs])
+        ax.minorticks_off()
+        ax.set_title(title)
+        ax.set_xlabel("labelled fraction of the training set (%)" + (", log scale" if log else ""))
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return _save(fig, path)
+
+
+#: file name → plotting function, in report order
+PLOTS = {"robust_vs_eps.png": robust_vs_eps, "corruption_severity.png": corruption_severity,
+         "site_shift.png": site_shift, "label_fraction.png": label_fraction}
+
+
+def make_all(records: list[dict], setup: dict, out_dir: Path) -> dict[str, Path | None]:
+    """Draw every figure into ``out_dir``; the value is ``None`` for a figure with no data."""
+    return {name: fn(records, setup, Path(out_dir) / name) for name, fn in PLOTS.items()}
+

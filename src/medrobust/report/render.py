@@ -1,0 +1,264 @@
+"""Write the study report: ``report.md``, a self-contained ``report.html`` and the PNG figures.
+
+The report is first assembled as a list of neutral *blocks* (heading, Markdown text, warnings box,
+table, image, code); :func:`to_markdown` and :func:`to_html` render the same blocks, so both files
+carry the same content. HTML embeds the figures as base64 data URIs and uses inline CSS only. Output is
+deterministic for the same input: no clock is read (a ``setup["generated"]`` line is printed if given).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+from medrobust.fileio import atomic_write_text
+from medrobust.report import answer as answer_mod
+from medrobust.report import plots, stats, tables
+from medrobust.report.stats import fmt_eps, fmt_fraction
+
+TITLE = "Does self-supervised pre-training make medical imaging models more robust?"
+
+_CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f2}
+.warn{background:#fff4e5;border:1px solid #f0a040;border-radius:6px;padding:.6em 1em;margin:1em 0}
+.answer{background:#eef6ff;border-left:4px solid #3a7bd5;padding:.6em 1em}.note{color:#555;font-size:13px}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
+code{background:#f2f2f2;padding:0 3px}"""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Content
+# ----------------------------------------------------------------------------------------------------
+
+def _join(xs) -> str:
+    return ", ".join(str(x) for x in xs)
+
+
+def _setup_lines(records: list[dict], setup: dict) -> str:
+    """Markdown bullet list describing the study setup (missing keys are left out)."""
+    s, out = setup, []
+    def add(label: str, value: object) -> None:
+        if value not in (None, "", []):
+            out.append(f"- **{label}:** {value}")
+    add("Study", s.get("study"))
+    add("Data", s.get("data"))
+    add("Task", s.get("task"))
+    add("Training sites", _join(s.get("train_sites") or []))
+    add("Held-out site(s)", _join(s.get("holdout_sites") or []) or
+        ("none — no site-shift evaluation" if not any(math.isfinite(tables.acc(r, "holdout")) for r in records)
+         else None))
+    arms = []
+    for m in tables.method_order(records, s):
+        r = next(r for r in records if r.get("method") == m)
+        desc = [str(r.get("kind") or "?"), "+".join(r.get("modalities") or []) or None,
+                f"{r.get('finetune_mode')} fine-tuning" if r.get("finetune_mode") else None,
+                f"compared with {r['counterpart']}" if r.get("counterpart") else None]
+        arms.append(f"`{m}` ({', '.join(d for d in desc if d)})")
+    add("Methods", "; ".join(arms))
+    add("Label fractions", _join(fmt_fraction(f) for f in tables.fraction_order(records)))
+    add("Seeds", _join(s.get("seeds") or sorted({r.get("seed") for r in records}, key=stats._num)))
+    add("Attack", s.get("attack"))
+    grid = tables.eps_order(records, s)
+    ref = tables.reference_eps(records, s)
+    if grid:
+        add("ε grid (×1/255)", _join(grid) + (f"; reference ε = {fmt_eps(ref)}" if ref else ""))
+    add("Corruptions", _join(s.get("corruptions") or []))
+    add("Severities", _join(s.get("severities") or []))
+    add("Encoder", s.get("encoder"))
+    info = next((r.get("info") for r in records if isinstance(r.get("info"), dict)), None) or {}
+    names = {"n_train": "training pool", "n_test": "in-site test", "n_adv": "attacked test",
+             "n_holdout": "held-out site"}
+    sizes = [f"{names.get(k, k[2:])} {v}" for k, v in info.items() if k.startswith("n_") and k != "n_labeled"]
+    add("Examples", _join(sizes))
+    if s.get("runtime_s") is not None:
+        add("Runtime", f"{stats.fmt_value(s.get('runtime_s'), 's')} s")
+    vers = s.get("versions") or {}
+    add("Versions", _join(f"{k} {v}" for k, v in sorted(vers.items())))
+    skipped = [f"`{k.get('method', '?')}` — {k.get('reason', 'no reason given')}"
+               for k in s.get("skipped") or [] if isinstance(k, dict)]
+    add("Skipped arms", "; ".join(skipped))
+    return "\n".join(out)
+
+
+def _warnings(records: list[dict], setup: dict) -> list[str]:
+    """Failed self-checks, duplicate runs and arms whose counterpart never ran."""
+    out = [f"❌ `{c['name']}` failed for `{c['method']}` at {fmt_fraction(c['fraction'])} labels, seed "
+           f"{c['seed']}: {c['detail']}" for c in tables.failed_checks(records)]
+    dup = Counter((r.get("method"), r.get("fraction"), r.get("seed")) for r in records)
+    out += [f"Duplicate runs for `{m}` at {fmt_fraction(f)} labels, seed {sd} ({k} records): the tables "
+            f"average them all, the paired comparison uses the last one by key." for (m, f, sd), k in dup.items() if k > 1]
+    methods = {r.get("method") for r in records}
+    for cp, arm in sorted({(r.get("counterpart"), r.get("method")) for r in records
+                           if r.get("counterpart") and r.get("counterpart") not in methods}):
+        out.append(f"`{arm}` is compared with `{cp}`, but `{cp}` has no runs: no paired comparison.")
+    return out
+
+
+def build_blocks(records: list[dict], setup: dict, figures: dict[str, Path | None]) -> list[tuple]:
+    """Assemble the report as neutral blocks (see the module docstring)."""
+    ref = tables.reference_eps(records, setup)
+    ms = tables.metrics(ref)
+    marks = tables.check_marks(records)
+    b: list[tuple] = [("h", 1, TITLE + (f" — study `{setup['study']}`" if setup.get("study") else ""))]
+    if setup.get("generated"):
+        b.append(("md", f"Generated {setup['generated']}."))
+    b += [("h", 2, "The answer"), ("answer", answer_mod.answer(records, setup))]
+    warns = _warnings(records, setup)
+    if warns:
+        b.append(("warn", warns))
+    b += [("h", 2, "Setup"), ("md", _setup_lines(records, setup)), ("h", 2, "Results per metric")]
+    if marks:
+        b.append(("md", f"{tables.WARN} marks numbers of a method and label fraction with a failed evaluation "
+                        "self-check (see the warnings above)."))
+    def table(t):
+        if t is not None:
+            b.append(("table", t))
+    for name in ("clean_acc", "clean_auc"):
+        table(tables.metric_table(records, setup, ms[name]))
+    if ref is not None:
+        table(tables.metric_table(records, setup, ms["worst_ref"], marks))
+        table(tables.metric_table(records, setup, ms["gap"], marks))
+    for attack in ("worst", "pgd"):
+        for t in tables.eps_tables(records, setup, attack, marks):
+            table(t)
+    table(tables.metric_table(records, setup, ms["corr_mean"]))
+    sevs = [str(v) for v in setup.get("severities") or []] or ["3"]
+    for t in tables.corruption_tables(records, setup, "3" if "3" in sevs else sevs[-1]):
+        table(t)
+    if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
+        b.append(("md", "No held-out site in this data set: site-shift accuracy is not measured."))
+    table(tables.metric_table(records, setup, ms["holdout_acc"]))
+    table(tables.metric_table(records, setup, ms["holdout_drop"]))
+    table(tables.metric_table(records, setup, ms["noreport_acc"],
+                              title="Image+report arms: accuracy with the report removed (%)"))
+    table(tables.metric_table(records, setup, ms["time_total"], title="Run time per run (s)"))
+    b.append(("h", 2, "Paired comparison"))
+    comp = tables.comparison_table(answer_mod.comparisons(records, setup), marks)
+    b.append(("table", comp) if comp else ("md", "No self-supervised arm has a counterpart with shared seeds."))
+    b.append(("h", 2, "Evaluation self-checks"))
+    checks = tables.checks_table(records, setup)
+    b.append(("table", checks) if checks else ("md", "The records carry no self-checks."))
+    b.append(("h", 2, "Plots"))
+    for name, path in figures.items():
+        b.append(("img", name) if path else ("md", f"`{name}` not drawn: the records hold no data for it."))
+    b += [("h", 2, "Runs"), ("table", tables.run_table(records, setup))]
+    if setup.get("config_yaml"):
+        b += [("h", 2, "Resolved configuration"), ("code", str(setup["config_yaml"]))]
+    return b
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------
+
+def to_markdown(blocks: list[tuple]) -> str:
+    """Render blocks as Markdown (figures referenced by relative file name)."""
+    out = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            out.append("#" * blk[1] + " " + blk[2] + "\n")
+        elif kind in ("md", "answer"):
+            out.append(blk[1].strip() + "\n")
+        elif kind == "warn":
+            out.append("> **⚠ Warnings**\n>\n" + "\n".join(f"> - {w}" for w in blk[1]) + "\n")
+        elif kind == "table":
+            out.append(blk[1].markdown())
+        elif kind == "img":
+            out.append(f"![{blk[1]}]({blk[1]})\n")
+        elif kind == "code":
+            out.append("```yaml\n" + blk[1].rstrip("\n") + "\n```\n")
+    return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Escape HTML, then turn ``**bold**`` and ``\\`code\\``` into tags."""
+    t = html.escape(text, quote=False)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+
+
+def _md_html(text: str) -> str:
+    """Minimal Markdown → HTML for the report's own prose: paragraphs and ``- `` bullet lists."""
+    out, items, para = [], [], []
+    def flush() -> None:
+        if para:
+            out.append("<p>" + " ".join(_inline(p) for p in para) + "</p>")
+            para.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+    for line in text.splitlines():
+        if line.startswith("- "):
+            if para:
+                flush()
+            items.append(line[2:])
+        elif not line.strip():
+            flush()
+        else:
+            if items:
+                flush()
+            para.append(line.strip())
+    flush()
+    return "\n".join(out)
+
+
+def to_html(blocks: list[tuple], out_dir: Path) -> str:
+    """Render blocks as one self-contained HTML page (figures embedded as base64 PNG data URIs)."""
+    body = []
+    title = TITLE
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            body.append(f"<h{blk[1]}>{_inline(blk[2])}</h{blk[1]}>")
+            title = title if blk[1] != 1 else re.sub(r"`", "", blk[2])
+        elif kind == "md":
+            body.append(_md_html(blk[1]))
+        elif kind == "answer":
+            body.append(f"<div class='answer'>{_md_html(blk[1])}</div>")
+        elif kind == "warn":
+            body.append("<div class='warn'><strong>⚠ Warnings</strong><ul>" +
+                        "".join(f"<li>{_inline(w)}</li>" for w in blk[1]) + "</ul></div>")
+        elif kind == "table":
+            body.append(blk[1].html())
+        elif kind == "img":
+            data = base64.b64encode((Path(out_dir) / blk[1]).read_bytes()).decode("ascii")
+            body.append(f"<figure><img alt='{html.escape(blk[1])}' src='data:image/png;base64,{data}'>"
+                        f"<figcaption class='note'>{html.escape(blk[1])}</figcaption></figure>")
+        elif kind == "code":
+            body.append(f"<details><summary>show</summary><pre>{html.escape(blk[1])}</pre></details>")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(records: list[dict], setup: dict | None, out_dir: str | Path) -> Path:
+    """Write ``report.md``, ``report.html`` and the PNG figures into ``out_dir``.
+
+    Args:
+        records: run records (one dict per finished run; see the package's input schema).
+        setup: study description (every key optional).
+        out_dir: output folder, created if needed.
+
+    Returns:
+        Path of ``report.md``.
+
+    Raises:
+        ValueError: if ``records`` is empty.
+    """
+    if not records:
+        raise ValueError("write_report() needs at least one run record")
+    setup = dict(setup or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots.make_all(records, setup, out)
+    blocks = build_blocks(records, setup, figures)
+    md = out / "report.md"
+    atomic_write_text(md, to_markdown(blocks))
+    atomic_write_text(out / "report.html", to_html(blocks, out))
+    return md

@@ -1,0 +1,158 @@
+"""Tests for medrobust.report.answer: verdicts and numbers in the plain-words answer come from the data."""
+
+import re
+
+import pytest
+
+from medrobust.report import answer, stats
+
+EPS = ["0", "1", "2", "8"]
+SETUP = {"reference_epsilon": "2", "epsilons": EPS}
+
+
+def rec(method, fraction, seed, clean, worst2, corr=0.6, holdout=0.7, worst8=0.0, counterpart=None,
+        modalities=("image",), noreport=None, checks=()):
+    """One run record with the schema's fields; worst-case accuracy is given at ε=2 and ε=8."""
+    m = {
+        "clean": {"acc": clean, "auc": clean},
+        "attacks": {"worst": {"0": clean, "1": (clean + worst2) / 2, "2": worst2, "8": worst8},
+                    "pgd": {"0": clean, "1": (clean + worst2) / 2, "2": worst2, "8": worst8}},
+        "corruptions": {"noise": {"1": corr + 0.02, "3": corr - 0.02}, "blur": {"1": corr, "3": corr}},
+        "checks": list(checks),
+    }
+    if holdout is not None:
+        m["holdout"] = {"acc": holdout, "auc": holdout}
+    if noreport is not None:
+        m["noreport"] = {"acc": noreport, "auc": noreport}
+    return {"key": f"{method}-{fraction}-{seed}", "method": method, "fraction": fraction, "seed": seed,
+            "kind": "self-supervised" if counterpart else "supervised", "counterpart": counterpart,
+            "modalities": list(modalities), "finetune_mode": "full", "metrics": m, "timing": {}, "info": {}}
+
+
+SUP_WORST = [0.40, 0.42, 0.41]
+SSL_WORST = [0.55, 0.58, 0.54]
+SUP_CORR = [0.60, 0.62, 0.61]
+SSL_CORR = [0.63, 0.58, 0.62]  # straddles 0
+SUP_HOLD = [0.80, 0.82, 0.81]
+SSL_HOLD = [0.70, 0.71, 0.72]  # clearly worse
+
+
+def grid(ssl_worst=SSL_WORST, ssl_clean=(0.90, 0.90, 0.90), sup_clean=(0.90, 0.90, 0.90), seeds=(0, 1, 2),
+         fraction=0.1, **kw):
+    out = []
+    for i, s in enumerate(seeds):
+        out.append(rec("supervised", fraction, s, sup_clean[i], SUP_WORST[i], SUP_CORR[i], SUP_HOLD[i], **kw))
+        out.append(rec("simclr", fraction, s, ssl_clean[i], ssl_worst[i], SSL_CORR[i], SSL_HOLD[i],
+                       counterpart="supervised", **kw))
+    return out
+
+
+NUM = r"([+-]?\d+\.\d)"
+
+
+def parse_clause(text, what):
+    """Numbers of the clause about ``what``: (verdict, from, to, diff, lo, hi, n)."""
+    m = re.search(rf"\*\*([a-z ]+)\*\* — (?:raised |lowered )?{re.escape(what)} (?:from )?{NUM}% (?:to|→) "
+                  rf"{NUM}% \({NUM} pp, 95% CI {NUM} to {NUM}, (\d+) seeds\)", text)
+    assert m, f"no clause about {what!r} in:\n{text}"
+    v, *nums, n = m.groups()
+    return v, *map(float, nums), int(n)
+
+
+def check_numbers(parsed, a, b):
+    r = stats.paired(a, b)
+    _, frm, to, diff, lo, hi, n = parsed
+    assert n == r["n"]
+    for got, want in [(frm, r["mean_b"]), (to, r["mean_a"]), (diff, r["mean_diff"]), (lo, r["ci_low"]),
+                      (hi, r["ci_high"])]:
+        assert got == pytest.approx(100 * want, abs=0.051)
+
+
+def test_answer_states_verdicts_and_numbers_from_paired():
+    text = answer.answer(grid(), SETUP)
+    adv = parse_clause(text, "worst-case robust accuracy at ε=2/255")
+    cor = parse_clause(text, "mean corruption accuracy")
+    hol = parse_clause(text, "held-out-site accuracy")
+    assert (adv[0], cor[0], hol[0]) == ("better", "no clear difference", "worse")
+    check_numbers(adv, SSL_WORST, SUP_WORST)
+    check_numbers(cor, SSL_CORR, SUP_CORR)
+    check_numbers(hol, SSL_HOLD, SUP_HOLD)
+    assert "At 10% labels, SimCLR" in text
+    first = text.splitlines()[0]
+    assert re.search(r"more robust in 1 of 3 comparisons, clearly less robust in 1, .*no clear difference in 1", first)
+    assert len(text.strip().splitlines()) <= 15
+
+
+def test_answer_changes_with_the_records():
+    base = answer.answer(grid(), SETUP)
+    worse_worst = [0.30, 0.31, 0.29]
+    flipped = answer.answer(grid(ssl_worst=worse_worst), SETUP)
+    assert flipped != base
+    adv = parse_clause(flipped, "worst-case robust accuracy at ε=2/255")
+    assert adv[0] == "worse"
+    check_numbers(adv, worse_worst, SUP_WORST)
+    assert "lowered worst-case robust accuracy" in flipped
+    assert "more robust in 0 of 3" in flipped.splitlines()[0]
+
+
+def test_robust_difference_explained_by_clean_accuracy():
+    # the self-supervised arm is 15 pp better clean and 15 pp better robust: the robustness gap is unchanged
+    ssl_clean = [0.90, 0.93, 0.88]
+    sup_clean = [0.75, 0.76, 0.74]
+    ssl_worst = [w + (c - s) + d for w, c, s, d in zip(SUP_WORST, ssl_clean, sup_clean, (0.01, -0.01, 0.0))]
+    text = answer.answer(grid(ssl_worst=ssl_worst, ssl_clean=ssl_clean, sup_clean=sup_clean), SETUP)
+    assert parse_clause(text, "worst-case robust accuracy at ε=2/255")[0] == "better"
+    assert "explained by clean accuracy" in text
+    # a real robustness gain (same clean accuracy) is not explained away
+    text2 = answer.answer(grid(), SETUP)
+    assert "explained by clean accuracy" not in text2 and "gap clean − worst-case narrowed" in text2
+
+
+def test_gap_comparison_direction():
+    comps = {c["metric"]: c for c in answer.comparisons(grid(), SETUP)}
+    gap = comps["gap"]
+    assert gap["mean_diff"] < 0 and not gap["higher_is_better"]
+    assert gap["verdict"] == "better"  # smaller gap = better
+    assert comps["worst_ref"]["verdict"] == "better"
+
+
+def test_near_zero_at_largest_eps():
+    assert "none is adversarially robust" in answer.answer(grid(worst8=0.01), SETUP)
+    assert "none is adversarially robust" not in answer.answer(grid(worst8=0.2), SETUP)
+
+
+def test_failed_check_is_a_caveat():
+    bad = [{"name": "monotone_in_eps", "passed": False, "detail": "rose"}]
+    assert "Caveat" in answer.answer(grid(checks=bad), SETUP)
+    assert "Caveat" not in answer.answer(grid(checks=[{"name": "x", "passed": True, "detail": ""}]), SETUP)
+
+
+def test_pairs_only_on_shared_seeds_and_one_seed_is_not_enough():
+    recs = [r for r in grid() if not (r["method"] == "supervised" and r["seed"] == 2)]
+    comps = answer.comparisons(recs, SETUP)
+    assert {c["n"] for c in comps} == {2}
+    one = grid(seeds=(0,))
+    text = answer.answer(one, SETUP)
+    assert "not enough seeds" in text and "none of the 3 comparisons can be judged" in text.splitlines()[0]
+    mixed = one + [r for r in grid(seeds=(0, 1), fraction=1.0)]
+    assert "(3 had too few seeds to tell)" in answer.answer(mixed, SETUP).splitlines()[0]
+    assert "1 seed, no CI" in text
+    assert all(c["verdict"] == "not enough seeds" for c in answer.comparisons(one, SETUP))
+
+
+def test_noreport_compared_only_when_both_arms_are_multimodal():
+    mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.5)]
+    assert any(c["metric"] == "noreport_acc" for c in answer.comparisons(mm, SETUP))
+    assert not any(c["metric"] == "noreport_acc" for c in answer.comparisons(grid(noreport=0.5), SETUP))
+
+
+def test_no_counterpart_means_no_answer():
+    sup_only = [r for r in grid() if r["method"] == "supervised"]
+    assert "cannot answer" in answer.answer(sup_only, SETUP)
+    assert answer.comparisons(sup_only, SETUP) == []
+
+
+def test_missing_holdout_is_left_out():
+    no_holdout = [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "holdout"}} for r in grid()]
+    text = answer.answer(no_holdout, SETUP)
+    assert "held-out" not in text and "of 2 comparisons" in text

@@ -1,0 +1,181 @@
+"""Tests for medrobust.report.render (and the tables/plots it draws on): files, content, robustness to gaps."""
+
+import base64
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from medrobust.report import render, stats
+
+EPS = ["0", "0.5", "1", "2", "4", "8"]
+CORR = ["gaussian-noise", "gaussian-blur"]
+ARMS = [("supervised", None, ["image"], 0.0), ("simclr", "supervised", ["image"], 0.1),
+        ("supervised-multimodal", None, ["image", "text"], 0.0), ("clip", "supervised-multimodal", ["image", "text"], 0.02)]
+FAIL = ("simclr", 0.1, 0)  # (method, fraction, seed) whose monotonicity check fails
+
+
+def make(fractions=(0.1, 1.0), seeds=(0, 1, 2), holdout=True, arms=ARMS):
+    rng = np.random.default_rng(1)
+    recs = []
+    for m, cp, mods, boost in arms:
+        for f in fractions:
+            for s in seeds:
+                clean = float(0.75 + 0.1 * f + boost / 2 + 0.01 * rng.standard_normal())
+                worst = {e: float(clean * np.exp(-float(e) * (0.4 - 2 * boost))) for e in EPS}
+                bad = (m, f, s) == FAIL
+                met = {"clean": {"acc": clean, "auc": clean + 0.03},
+                       "attacks": {"pgd": {e: v + 0.01 * (e != "0") for e, v in worst.items()}, "worst": worst},
+                       "corruptions": {c: {str(v): clean - 0.05 * v + 0.01 * rng.standard_normal() for v in range(1, 6)}
+                                       for c in CORR},
+                       "checks": [{"name": "eps0_equals_clean", "passed": True, "detail": "ok"},
+                                  {"name": "monotone_in_eps", "passed": not bad,
+                                   "detail": "pgd accuracy rose from 0.40 at 2/255 to 0.42 at 4/255" if bad else "ok"}]}
+                if holdout:
+                    met["holdout"] = {"acc": clean - 0.1 + boost, "auc": 0.8}
+                if "text" in mods:
+                    met["noreport"] = {"acc": clean - 0.2, "auc": 0.7}
+                recs.append({"key": f"k{m}{f}{s}", "method": m, "fraction": f, "seed": s,
+                             "kind": "self-supervised" if cp else "supervised", "counterpart": cp, "modalities": mods,
+                             "finetune_mode": "full", "metrics": met,
+                             "timing": {"pretrain_s": 30.0 if cp else 0.0, "pretrain_cached": s > 0,
+                                        "finetune_s": 6.0, "eval_s": 5.0},
+                             "info": {"n_labeled": int(1800 * f), "n_train": 1800, "n_test": 600, "n_adv": 300}})
+    setup = {"study": "test", "data": "synthetic", "task": "binary", "train_sites": ["A", "B"],
+             "holdout_sites": ["D"] if holdout else [], "methods": [a[0] for a in arms], "fractions": list(fractions),
+             "seeds": list(seeds), "epsilons": EPS, "reference_epsilon": "2", "attack": "PGD",
+             "corruptions": CORR, "severities": [1, 2, 3, 4, 5],
+             "skipped": [{"method": "mae", "reason": "not in this study"}], "config_yaml": "study: test\n"}
+    return recs, setup
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    recs, setup = make()
+    out = tmp_path_factory.mktemp("report")
+    md_path = render.write_report(recs, setup, out)
+    return recs, setup, out, md_path
+
+
+PNGS = ["robust_vs_eps.png", "corruption_severity.png", "site_shift.png", "label_fraction.png"]
+
+
+def test_files_written_and_nothing_else(full):
+    _, _, out, md_path = full
+    assert md_path == out / "report.md"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["report.md", "report.html"] + PNGS)
+
+
+def test_pngs_are_valid_images(full):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    for name in PNGS:
+        img = mpimg.imread(full[2] / name)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600
+        assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_html_is_self_contained(full):
+    html = (full[2] / "report.html").read_text(encoding="utf-8")
+    assert html.count("src='data:image/png;base64,") == len(PNGS)
+    embedded = [base64.b64decode(d) for d in re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)]
+    assert embedded == [(full[2] / name).read_bytes() for name in PNGS]  # the very PNGs, in report order
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html)
+    assert "<link" not in html and "<script" not in html and "<table>" in html
+
+
+def test_md_tables_contain_every_method_and_fraction(full):
+    recs, _, out, _ = full
+    md = (out / "report.md").read_text(encoding="utf-8")
+    table_lines = [line for line in md.splitlines() if line.startswith("|")]
+    for m in {r["method"] for r in recs}:
+        assert any(line.startswith(f"| {m} |") or line.startswith(f"| {m} ⚠ |") for line in table_lines), m
+    for f in ("10% labels", "100% labels"):
+        assert f in md
+    assert md.index("## The answer") < md.index("## Setup") < md.index("## Results per metric") \
+        < md.index("## Paired comparison") < md.index("## Evaluation self-checks") < md.index("## Plots") \
+        < md.index("## Runs")
+    assert "`mae` — not in this study" in md  # skipped arm with its reason
+
+
+def test_failed_check_warned_in_md_and_html(full):
+    _, _, out, _ = full
+    md = (out / "report.md").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    warn_md = md[md.index("**⚠ Warnings**"):md.index("## Setup")]
+    assert "monotone_in_eps" in warn_md and "simclr" in warn_md and "seed 0" in warn_md
+    warn_html = html[html.index("<div class='warn'>"):]
+    warn_html = warn_html[:warn_html.index("</div>")]
+    assert "monotone_in_eps" in warn_html and "simclr" in warn_html
+    # the number it concerns is marked: the PGD table row of simclr at 10% labels, and only that fraction
+    pgd10 = md[md.index("### PGD robust accuracy (%) per ε — 10% labels"):]
+    pgd10 = pgd10[:pgd10.index("\n\n", pgd10.index("|"))]
+    assert "| simclr ⚠ |" in pgd10 and "| supervised |" in pgd10
+    pgd100 = md[md.index("### PGD robust accuracy (%) per ε — 100% labels"):]
+    assert "| simclr |" in pgd100[:pgd100.index("\n\n", pgd100.index("|"))]
+    assert "❌" in md and "❌" in html
+
+
+def test_answer_numbers_equal_table_numbers(full):
+    _, _, out, _ = full
+    md = (out / "report.md").read_text(encoding="utf-8")
+    ans = md[md.index("## The answer"):md.index("## Setup")]
+    comp = md[md.index("## Paired comparison"):md.index("## Evaluation self-checks")]
+    found = re.findall(r"([+-]?\d+\.\d)% (?:to|→) ([+-]?\d+\.\d)% \(([+-]?\d+\.\d) pp, 95% CI ([+-]?\d+\.\d) to "
+                       r"([+-]?\d+\.\d), (\d+) seeds\)", ans)
+    assert len(found) >= 6
+    for frm, to, diff, lo, hi, n in found:
+        assert f"| {frm} | {to} | {diff} | {lo} to {hi} |" in comp
+
+
+def test_deterministic(tmp_path):
+    recs, setup = make(fractions=(0.1,), seeds=(0, 1))
+    a = render.write_report(recs, setup, tmp_path / "a")
+    b = render.write_report(recs, setup, tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a/report.html").read_bytes() == (tmp_path / "b/report.html").read_bytes()
+
+
+def test_no_holdout_and_no_multimodal_arms(tmp_path):
+    recs, setup = make(fractions=(0.01, 0.1, 1.0), seeds=(0, 1), holdout=False, arms=ARMS[:2])
+    del setup["holdout_sites"], setup["config_yaml"], setup["skipped"]
+    md = render.write_report(recs, setup, tmp_path).read_text(encoding="utf-8")
+    assert not (tmp_path / "site_shift.png").exists()
+    assert "No held-out site" in md and "`site_shift.png` not drawn" in md
+    assert "report removed" not in md and "Held-out-site accuracy" not in md
+    assert "clip" not in md
+    assert "1% labels" in md and (tmp_path / "label_fraction.png").exists()
+
+
+def test_one_seed_and_minimal_setup(tmp_path):
+    recs, _ = make(fractions=(0.1,), seeds=(0,), arms=ARMS[:2])
+    md = render.write_report(recs, {}, tmp_path).read_text(encoding="utf-8")
+    results = md.split("## Results per metric")[1].split("## Paired")[0]
+    rows = [line for line in results.splitlines() if line.startswith("| simclr")]
+    assert rows and all("(n=1)" in row and "±" not in row for row in rows)
+    assert "not enough seeds" in md and "n/a" in md
+
+
+def test_empty_records_rejected(tmp_path):
+    with pytest.raises(ValueError):
+        render.write_report([], {}, tmp_path)
+
+
+def test_report_package_does_not_import_torch():
+    code = ("import sys, medrobust.report.render, medrobust.report.answer, medrobust.report.plots;"
+            "assert 'torch' not in sys.modules; assert 'matplotlib' not in sys.modules, 'matplotlib must be lazy'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stats_used_for_table_cells(full):
+    recs, _, out, _ = full
+    clean = [r["metrics"]["clean"]["acc"] for r in recs if r["method"] == "clip" and r["fraction"] == 1.0]
+    cell = stats.fmt_cell(*stats.mean_ci(clean))
+    md = (out / "report.md").read_text(encoding="utf-8")
+    block = md[md.index("### Clean accuracy (%)"):md.index("### Clean AUC")]
+    assert re.search(rf"\| clip \| [^|]+ \| {re.escape(cell)} \|", block)
