@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, log_path=False, soft_wrap=True)
 
 
 def cmd_study(args) -> int:

@@ -65,6 +65,7 @@ def test_pgd_at_least_as_strong_as_fgsm_and_monotone(trained_classifier):
 
 def test_mode_restored_and_param_grads_untouched(trained_classifier):
     model, x, y, task = trained_classifier
+    model.zero_grad(set_to_none=True)
     model.train()
     try:
         attack("pgd", steps=2)(model, x[:8], y[:8], eps=1 / 255, task=task)

@@ -36,15 +36,24 @@ def build(name, ds, tok):
     return cls(clf, ds.task, cls.Params())
 
 
+def fixed_loss(method, tensors) -> float:
+    """The method's loss on the whole small set, with its randomness (views) reset to the same draw."""
+    batch = {k: v.float() / 255 if k == "image" else v for k, v in tensors.items()}
+    if hasattr(method, "generator"):
+        method.generator.manual_seed(123)
+    with torch.no_grad():
+        return float(method(batch)["loss"])
+
+
 @pytest.mark.parametrize("name", registry.names("method"))
 def test_loss_finite_and_falls(name, small_pairs):
     ds, tok, tensors = small_pairs
     method = build(name, ds, tok)
-    result = fit(method, tensors, FitConfig(steps=40, batch_size=32, lr=3e-3, warmup_fraction=0.0), seed=0)
-    losses = np.array(result.losses)
-    assert np.isfinite(losses).all()
-    first, last = losses[:5].mean(), losses[-5:].mean()
-    assert last < 0.8 * first, f"{name}: loss {first:.3f} -> {last:.3f} did not fall"
+    before = fixed_loss(method, tensors)
+    result = fit(method, tensors, FitConfig(steps=150, batch_size=64, lr=3e-3, warmup_fraction=0.0), seed=0)
+    after = fixed_loss(method, tensors)
+    assert np.isfinite(result.losses).all() and np.isfinite(after)
+    assert after < 0.95 * before, f"{name}: loss on a fixed batch {before:.3f} -> {after:.3f} did not fall"
 
 
 @pytest.mark.parametrize("name", [n for n in registry.names("method")

@@ -103,7 +103,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["study", "configs/quick.yaml", "finetune.stpes=2"]) == 2
     assert "unknown key 'finetune.stpes'" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
-    assert "runs.sqlite" in capsys.readouterr().err or "study.yaml" in capsys.readouterr().err
+    assert "study.yaml is missing" in capsys.readouterr().err
 
 
 def test_help_is_light():

@@ -3,6 +3,8 @@
 - ``eps0_equals_clean``: every attack at ε=0 gives exactly the clean per-example accuracy.
 - ``monotone_in_eps``: robust accuracy of every attack does not rise with ε (a rise of more than one
   example's worth, ``> 1/n``, fails: PGD is a heuristic, but a larger ball contains the smaller one).
+- ``above_chance``: clean accuracy beats always predicting the majority class (per finding for
+  multilabel) by at least 2 points; a model that did not learn makes every robustness number meaningless.
 """
 
 from __future__ import annotations
@@ -27,10 +29,24 @@ def monotone_in_eps(per_attack: dict[str, dict[float, torch.Tensor]], epsilons: 
         accs = [float(by_eps[e].mean()) for e in epsilons]
         n = len(by_eps[epsilons[0]])
         for (e0, a0), (e1, a1) in zip(zip(epsilons, accs), zip(epsilons[1:], accs[1:])):
-            if a1 - a0 > 1.0 / n + 1e-9:
+            if a1 - a0 > 1.0 / n + 1e-6:  # float32 means
                 rises.append(f"{name} accuracy rose from {a0:.3f} at {e0:g}/255 to {a1:.3f} at {e1:g}/255")
     detail = "; ".join(rises) if rises else "robust accuracy is non-increasing in ε for every attack"
     return {"name": "monotone_in_eps", "passed": not rises, "detail": detail}
+
+
+def above_chance(clean_acc: float, labels, multilabel: bool) -> dict:
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if multilabel:
+        majority = float(np.mean(np.maximum(labels.mean(axis=0), 1 - labels.mean(axis=0))))
+    else:
+        majority = float(np.bincount(labels).max() / len(labels))
+    passed = clean_acc >= majority + 0.02
+    detail = (f"clean accuracy {clean_acc:.3f} vs {majority:.3f} for always predicting the majority class"
+              + ("" if passed else " — the model did not learn; its robustness numbers are meaningless"))
+    return {"name": "above_chance", "passed": passed, "detail": detail}
 
 
 def run_all(clean: torch.Tensor, per_attack: dict[str, dict[float, torch.Tensor]], epsilons: list[float]) -> list[dict]:

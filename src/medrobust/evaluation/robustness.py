@@ -134,7 +134,8 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig,
 
     note("corruptions")
     metrics["corruptions"] = _corruptions(model, data, test_text, cfg)
-    metrics["checks"] = checks.run_all(clean_acc_subset, per_attack, cfg.epsilons)
+    metrics["checks"] = [checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel),
+                         *checks.run_all(clean_acc_subset, per_attack, cfg.epsilons)]
     metrics["n_adversarial"] = int(len(subset))
     return metrics
 

@@ -18,9 +18,9 @@ from medrobust.registry import register
 class TextParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     vocab_size: int = Field(1000, ge=16, description="WordPiece vocabulary trained on the training reports")
-    max_len: int = Field(48, ge=4, description="tokens per report, [CLS] included; longer reports are truncated")
+    max_len: int = Field(64, ge=4, description="tokens per report, [CLS] included; longer reports are truncated")
     dim: int = Field(64, ge=8)
-    depth: int = Field(2, ge=1)
+    depth: int = Field(1, ge=1)
     heads: int = Field(4, ge=1)
 
 
