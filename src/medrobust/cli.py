@@ -44,23 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _console():
-    from rich.console import Console
+def _log(message: str) -> None:
+    """Progress lines on stderr with a time stamp (stdout carries only the report path)."""
+    import time
 
-    return Console(stderr=True, highlight=False, log_path=False, soft_wrap=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def cmd_study(args) -> int:
     from medrobust.config import load_config
     from medrobust.study.runner import run_study
 
-    console = _console()
     cfg = load_config(args.config, args.overrides)
     try:
-        path = run_study(cfg, log=lambda msg: console.log(msg))
+        path = run_study(cfg, log=_log)
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: finished runs are saved in {cfg.study_dir / 'runs.sqlite'}; "
-                      "run the same command again to resume")
+        _log(f"interrupted: finished runs are saved in {cfg.study_dir / 'runs.sqlite'}; "
+             "run the same command again to resume")
         return 130
     print(path)
     return 0

@@ -156,3 +156,13 @@ def test_missing_holdout_is_left_out():
     no_holdout = [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "holdout"}} for r in grid()]
     text = answer.answer(no_holdout, SETUP)
     assert "held-out" not in text and "of 2 comparisons" in text
+
+
+def test_report_reliance_of_image_report_arms_is_stated_from_the_numbers():
+    mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.55)]
+    text = answer.answer(mm, SETUP)
+    assert "report left clean" in text
+    assert "supervised at 10% labels 90.0% → 55.0%" in text and "simclr at 10% labels 90.0% → 55.0%" in text
+    other = answer.answer([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.70)], SETUP)
+    assert "90.0% → 70.0%" in other
+    assert "report left clean" not in answer.answer(grid(), SETUP)

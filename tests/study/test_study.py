@@ -126,3 +126,75 @@ def test_list_prints_family_and_name(capsys):
                      ("attack", "fgsm"), ("attack", "pgd"), ("corruption", "gaussian-noise")]:
         assert expected in pairs
     assert {p[0] for p in pairs} <= {"data", "encoder", "method", "attack", "corruption", "defense"}
+
+
+def test_data_command_writes_readable_files_and_inspects_them(tmp_path, capsys):
+    from medrobust.data.manifest import load_manifest
+    from medrobust.data.medmnist import load_medmnist
+    from medrobust.data.synthetic import SyntheticParams, load_synthetic
+
+    assert main(["data", "synthetic", str(tmp_path), "--n-per-site", "18", "--seed", "4"]) == 0
+    ref = load_synthetic(SyntheticParams(n_per_site=18, seed=4))
+    npz = load_medmnist(tmp_path / "synthetic.npz")
+    man = load_manifest(tmp_path / "manifest" / "manifest.jsonl")
+    for split in ("train", "val", "test"):
+        a, b, c = getattr(ref, split), getattr(npz, split), getattr(man, split)
+        assert (a.images == b.images).all() and (a.labels == b.labels).all()
+        assert (a.images == c.images).all() and a.texts == c.texts
+        assert [ref.site_names[i] for i in a.sites] == [man.site_names[i] for i in c.sites]
+    capsys.readouterr()
+    assert main(["data", "inspect", str(tmp_path / "manifest" / "manifest.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "72" in out and "A" in out and "D" in out  # 4 sites x 18 entries
+    assert main(["data", "inspect", str(tmp_path / "nothing.csv")]) == 2
+
+
+def test_linear_probe_mode_keeps_pretrained_encoder_fixed(tmp_path, monkeypatch):
+    """finetune.mode=linear: the self-supervised encoder after fine-tuning equals the pre-trained one."""
+    import torch
+
+    from medrobust.engine.checkpoint import load_modules
+    from medrobust.study.prepare import prepare
+    from medrobust.study.runner import build_encoders, execute
+    from medrobust.study.spec import expand
+
+    cfg = load_config("configs/quick.yaml", tiny_overrides(tmp_path) + ["methods=[simclr]", "seeds=[0]",
+                                                                        "label_fractions=[1.0]", "finetune.mode=linear"])
+    data = prepare(cfg)
+    (run,), _ = expand(cfg, data.has_text)
+    seen = {}
+    import medrobust.study.runner as runner_mod
+
+    real_fit = runner_mod.fit
+
+    def spy(method, tensors, fit_cfg, **kw):  # keep the weights each training stage ends with
+        result = real_fit(method, tensors, fit_cfg, **kw)
+        seen[type(method).__name__] = {k: v.clone() for k, v in method.state_dict().items()}
+        return result
+
+    monkeypatch.setattr(runner_mod, "fit", spy)
+    record = execute(run, cfg, data, torch.device("cpu"), tmp_path / "ckpt", log=lambda _m: None)
+    assert record["finetune_mode"] == "linear"
+    image, _ = build_encoders(cfg, data, 0)
+    (ckpt,) = (tmp_path / "ckpt").glob("simclr-*.pt")
+    load_modules(ckpt, {"image": image})
+    tuned = seen["Supervised"]
+    for k, v in image.state_dict().items():
+        assert torch.equal(tuned[f"model.image_encoder.{k}"], v), f"{k} changed during linear probing"
+    assert not torch.equal(tuned["model.head.weight"], torch.zeros_like(tuned["model.head.weight"]))
+
+
+@pytest.mark.slow
+def test_study_under_torchrun_two_processes(tmp_path):
+    """The same study command trains data-parallel under torchrun (gloo) and stores every run once."""
+    out = tmp_path / "ddp"
+    overrides = tiny_overrides(out) + ["seeds=[0]", "methods=[supervised,clip]"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "medrobust", "study", "configs/quick.yaml", *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = Store(out / "runs.sqlite").records()
+    assert sorted((r["method"], r["fraction"]) for r in records) == [
+        ("clip", 0.5), ("clip", 1.0), ("supervised", 0.5), ("supervised", 1.0)]
+    assert (out / "report" / "report.md").exists()

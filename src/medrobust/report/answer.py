@@ -121,6 +121,23 @@ def _near_zero_line(records: list[dict], setup: dict) -> str:
             f"(highest mean {fmt_value(max(means))}%): none is adversarially robust without a defense.")
 
 
+def _report_reliance_line(records: list[dict], setup: dict) -> str:
+    """For image+report arms: image attacks leave the report clean, so say how much they lean on it."""
+    parts = []
+    for m in tables.method_order(records, setup):
+        if not _multimodal(records, m):
+            continue
+        for f in tables.fraction_order(records):
+            with_report = tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))[0]
+            without = tables.summary(records, m, f, lambda r: tables.acc(r, "noreport"))[0]
+            if math.isfinite(with_report) and math.isfinite(without):
+                parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(with_report)}% → {fmt_value(without)}%")
+    if not parts:
+        return ""
+    return ("Image+report arms are attacked on the image only, with the report left clean, and lean on the "
+            "report: clean accuracy with → without the report: " + "; ".join(parts) + ".")
+
+
 def _checks_line(records: list[dict]) -> str:
     failed = tables.failed_checks(records)
     if not failed:
@@ -181,7 +198,8 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
             cp = pretty(next(iter(mine.values()))["counterpart"])
             head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_near_zero_line(records, setup), _checks_line(records)) if x]
+    extra = [x for x in (_report_reliance_line(records, setup), _near_zero_line(records, setup),
+                         _checks_line(records)) if x]
     if extra:
         lines.append("")
         lines += extra

@@ -68,7 +68,10 @@ def _pretrain(run: RunSpec, cfg: StudyConfig, data: PreparedData, image, text, d
     method = cls(image, text if use_text else None, cls.Params.model_validate(run.method.params), seed=run.seed)
     log(f"pre-training {run.method.name} (seed {run.seed}) on {len(data.train)} training "
         f"{'image-report pairs' if use_text else 'images'}, {cfg.pretrain.steps} steps")
-    result = fit(method, data.train_tensors(labels=False, text=use_text), cfg.pretrain, seed=run.seed, device=device)
+    quarter = max(1, cfg.pretrain.steps // 4)
+    progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.name}: step {step}/{total}")  # noqa: E731
+    result = fit(method, data.train_tensors(labels=False, text=use_text), cfg.pretrain, seed=run.seed, device=device,
+                 progress=progress)
     if distributed.is_main():
         checkpoint.save_modules(path, modules, meta={"method": run.method.name, "seed": run.seed,
                                                      "losses": result.losses[:: max(1, len(result.losses) // 50)]})
