@@ -19,7 +19,8 @@ def test_classifier_fixture_learned(trained_classifier):
     model, x, y, task = trained_classifier
     with torch.no_grad():
         acc = per_example_accuracy(model(x), y, task).mean().item()
-    assert acc > 0.75, f"fixture model should be clearly above chance, got {acc:.3f}"
+    majority = max(y.float().mean().item(), 1 - y.float().mean().item())
+    assert acc > majority + 0.15, f"fixture model should be clearly above chance ({majority:.3f}), got {acc:.3f}"
 
 
 @pytest.mark.parametrize("name", ["fgsm", "pgd"])
