@@ -42,7 +42,7 @@ def bare(model, images, labels, steps, batch, task):
     return time.perf_counter() - start
 
 
-def main(steps: int = 150, repeats: int = 3) -> None:
+def main(steps: int = 150, repeats: int = 5) -> None:
     torch.set_num_threads(2)
     task = Task("binary", ("normal", "abnormal"))
     g = torch.Generator().manual_seed(0)
