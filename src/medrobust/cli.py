@@ -105,13 +105,20 @@ def cmd_list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from medrobust.attacks.base import AttackInputError
     from medrobust.config import ConfigError
     from medrobust.data.base import DataError
+    from medrobust.engine.checkpoint import CheckpointError
+    from medrobust.engine.train import TrainingError
+    from medrobust.registry import RegistryError
+    from medrobust.study.store import StoreError
 
     handlers = {"study": cmd_study, "report": cmd_report, "data": cmd_data, "list": cmd_list}
+    expected = (ConfigError, DataError, FileNotFoundError, CheckpointError, TrainingError, RegistryError, StoreError,
+                AttackInputError)
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except expected as exc:
         print(f"medrobust {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -198,3 +198,14 @@ def test_study_under_torchrun_two_processes(tmp_path):
     assert sorted((r["method"], r["fraction"]) for r in records) == [
         ("clip", 0.5), ("clip", 1.0), ("supervised", 0.5), ("supervised", 1.0)]
     assert (out / "report" / "report.md").exists()
+
+
+def test_corrupt_store_and_missing_data_file_are_clear_errors(tmp_path, capsys):
+    out = tmp_path / "broken"
+    out.mkdir()
+    (out / "runs.sqlite").write_bytes(b"this is not a database" * 100)
+    assert main(["study", "configs/quick.yaml", *tiny_overrides(out), "methods=[supervised]", "seeds=[0]"]) == 2
+    err = capsys.readouterr().err
+    assert "runs.sqlite" in err and "not a usable SQLite file" in err
+    assert main(["study", "configs/medmnist.yaml", f"output_dir={tmp_path / 'x'}", "data.path=/nonexistent/b.npz"]) == 2
+    assert "/nonexistent/b.npz" in capsys.readouterr().err

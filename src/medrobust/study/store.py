@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 
+class StoreError(RuntimeError):
+    """The results store cannot be opened or read."""
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -22,7 +26,7 @@ class Store:
                                "finished REAL NOT NULL)")
             self._conn.commit()
         except sqlite3.DatabaseError as exc:
-            raise RuntimeError(f"results store {self.path} is not a usable SQLite file ({exc}); "
+            raise StoreError(f"results store {self.path} is not a usable SQLite file ({exc}); "
                                "move it away to start a fresh study") from None
 
     def keys(self) -> set[str]:
