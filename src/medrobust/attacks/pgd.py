@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medrobust.attacks.base import check_inputs, errors, eval_mode, loss_and_grad
+from medrobust.attacks.base import check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
 from medrobust.data.base import Task
 from medrobust.registry import register
 
@@ -55,8 +55,7 @@ class PGD:
             if step < p.steps:
                 logits, grad = loss_and_grad(model, x_adv, y, task)
             else:  # the last iterate only needs its logits
-                with torch.no_grad():
-                    logits = model(x_adv)
+                logits = predict(model, x_adv, eot_samples(model))
             err = errors(logits, y, task)  # [N]
             better = err >= best_err
             best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x_adv, best)
