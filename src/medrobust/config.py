@@ -148,6 +148,8 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
               ("text_encoder", "encoder", cfg.text_encoder.name, cfg.text_encoder.params)]
     checks += [(f"methods[{i}]", "method", m.name, m.params) for i, m in enumerate(cfg.methods)]
     checks += [(f"evaluation.attacks[{i}]", "attack", a.name, a.params) for i, a in enumerate(cfg.evaluation.attacks)]
+    checks += [(f"evaluation.worst_case[{i}]", "attack", a.name, a.params)
+               for i, a in enumerate(cfg.evaluation.sequence())]
     checks += [(f"evaluation.corruptions[{i}]", "corruption", c, None) for i, c in enumerate(cfg.evaluation.corruptions)]
     for key, family, name, params in checks:
         try:

@@ -62,3 +62,17 @@ def test_config_file_errors_name_the_file(tmp_path):
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="list.yaml must hold a mapping"):
         load_config(lst)
+
+
+def test_run_keys_survive_saving_and_reloading_the_config(tmp_path):
+    """The report is rebuilt from the saved study.yaml: every run key must come out the same."""
+    from medrobust.config import dump
+    from medrobust.study.spec import expand
+
+    cfg = load_config("configs/quick.yaml", ["evaluation.worst_case=[{name: pgd, steps: 5}]", "seeds=[3]"])
+    saved = tmp_path / "study.yaml"
+    saved.write_text(dump(cfg))
+    again = load_config(saved)
+    assert [r.key for r in expand(cfg, True)[0]] == [r.key for r in expand(again, True)[0]]
+    changed = load_config(saved, ["evaluation.check_epsilon=64"])
+    assert [r.key for r in expand(changed, True)[0]] != [r.key for r in expand(cfg, True)[0]]

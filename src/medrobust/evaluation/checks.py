@@ -49,5 +49,35 @@ def above_chance(clean_acc: float, labels, multilabel: bool) -> dict:
     return {"name": "above_chance", "passed": passed, "detail": detail}
 
 
-def run_all(clean: torch.Tensor, per_attack: dict[str, dict[float, torch.Tensor]], epsilons: list[float]) -> list[dict]:
-    return [eps0_equals_clean(clean, per_attack), monotone_in_eps(per_attack, epsilons)]
+
+
+
+def large_eps_breaks(acc: float, eps: float, image_only_note: str = "") -> dict:
+    """An (almost) unbounded image attack must drive accuracy near 0; otherwise gradients are suspect."""
+    passed = acc < 0.05
+    detail = (f"PGD at ε={eps:g}/255 leaves {acc:.3f} accuracy{image_only_note}"
+              + ("" if passed else " — should be near 0: gradient masking or a broken attack suspected"))
+    return {"name": "large_eps_breaks", "passed": passed, "detail": detail}
+
+
+def gradients_nonzero(norms: torch.Tensor) -> dict:
+    """Input gradients of the loss must not vanish (zero gradients make gradient attacks powerless)."""
+    zero = float((norms <= 1e-12).float().mean())
+    passed = zero < 0.05
+    detail = (f"input-gradient norm: median {float(norms.median()):.3g}, zero on {zero:.1%} of attacked examples"
+              + ("" if passed else " — vanishing gradients: gradient-based robust accuracy is not trustworthy"))
+    return {"name": "gradients_nonzero", "passed": passed, "detail": detail}
+
+
+def noise_weaker_than_attack(noise_acc: float, attack_acc: float, eps: float, n: int) -> dict:
+    """Random noise of the attack's size must hurt less than the attack (else the attack is not searching)."""
+    passed = noise_acc >= attack_acc - 1.0 / n - 1e-6
+    detail = f"at ε={eps:g}/255: random ±ε noise {noise_acc:.3f} vs worst-case attack {attack_acc:.3f}"
+    return {"name": "noise_weaker_than_attack", "passed": passed, "detail": detail}
+
+
+def apgd_not_weaker_than_pgd(apgd_acc: float, pgd_acc: float, eps: float, n: int) -> dict:
+    """APGD (adaptive step size) should be at least as strong as PGD at the same ε (one example of slack)."""
+    passed = apgd_acc <= pgd_acc + 1.0 / n + 1e-6
+    detail = f"at ε={eps:g}/255: APGD-CE {apgd_acc:.3f} vs PGD {pgd_acc:.3f}"
+    return {"name": "apgd_not_weaker_than_pgd", "passed": passed, "detail": detail}

@@ -8,6 +8,7 @@ only by the attacks' loss and by the metrics, never as model input (DESIGN princ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medrobust import registry
 from medrobust.data.base import Task, to_unit
-from medrobust.evaluation import checks
+from medrobust.evaluation import adversarial, checks
+from medrobust.evaluation.adversarial import AttackTarget, eps_key
 from medrobust.evaluation.metrics import auc, per_example_accuracy, scores
-from medrobust.models.heads import Classifier, FixedReport
+from medrobust.models.heads import Classifier
 from medrobust.schema import Component, as_component
 
 EVAL_SEED = 20240531  # fixed: the same attacked subset and corruption noise for every run
@@ -30,7 +32,11 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epsilons: list[float] = Field([0, 0.5, 1, 2, 4, 8], description="L∞ budgets in units of 1/255")
     reference_epsilon: float = Field(2, description="the ε (×1/255) the report's answer is given at")
-    attacks: list[Component] = [Component(name="fgsm"), Component(name="pgd", params={"steps": 10})]
+    attacks: list[Component] = Field([Component(name="fgsm"), Component(name="pgd", params={"steps": 10})],
+                                     description="attacks run on every attacked example at every ε (the curves)")
+    worst_case: str | list[Component] = Field("standard", description="AutoAttack-style sequence after the curves: "
+                                              "a preset name (standard) or a list of attacks; [] for none")
+    check_epsilon: float = Field(128, gt=0, description="ε (×1/255) of the 'large ε breaks the model' self-check")
     corruptions: list[str] = ["gaussian-noise", "gaussian-blur", "contrast", "jpeg"]
     severities: list[int] = [1, 2, 3, 4, 5]
     max_adversarial: int = Field(300, ge=1, description="test examples attacked (a fixed stratified subset)")
@@ -42,6 +48,22 @@ class EvalConfig(BaseModel):
         if not v or any(e < 0 for e in v) or sorted(v) != v or v[0] != 0:
             raise ValueError(f"must be ascending, non-negative and start at 0 (the clean check), got {v}")
         return v
+
+    @field_validator("worst_case", mode="before")
+    @classmethod
+    def _worst_case(cls, v):
+        from medrobust.evaluation.adversarial import PRESETS
+
+        if isinstance(v, str):
+            if v not in PRESETS:
+                raise ValueError(f"unknown preset {v!r}; presets: {', '.join(PRESETS)} (or a list of attacks)")
+            return v
+        return [as_component(a) for a in v] if isinstance(v, list) else v
+
+    def sequence(self) -> list[Component]:
+        from medrobust.evaluation.adversarial import PRESETS
+
+        return list(PRESETS[self.worst_case]) if isinstance(self.worst_case, str) else list(self.worst_case)
 
     @field_validator("attacks", mode="before")
     @classmethod
@@ -61,11 +83,6 @@ class EvalData:
     holdout_labels: np.ndarray | None = None
     holdout_tokens: np.ndarray | None = None
     empty_tokens: np.ndarray | None = None  # [1, L] tokens of an empty report
-
-
-def eps_key(eps: float) -> str:
-    """The string key of an ε (×1/255) in metric dicts: ``0.5 -> "0.5"``, ``2.0 -> "2"``."""
-    return f"{eps:g}"
 
 
 def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
@@ -105,9 +122,13 @@ def _summary(logits: torch.Tensor, labels: np.ndarray, task: Task) -> dict[str, 
     return {"acc": float(per_example_accuracy(logits, y, task).mean()), "auc": auc(scores(logits, task), labels, task)}
 
 
-def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig,
-             progress: Callable[[str], None] | None = None) -> dict:
-    """All metrics of one trained model, as a JSON-ready dict (see the report's record schema)."""
+def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Callable[[str], None] | None = None,
+             state_path: str | Path | None = None) -> dict:
+    """All metrics of one trained model, as a JSON-ready dict (see the report's record schema).
+
+    ``state_path``: where the worst-case evaluation saves its progress, so an interrupted evaluation of
+    the same weights resumes there.
+    """
     model.eval()
     task, bs = data.task, cfg.batch_size
     note = progress or (lambda _msg: None)
@@ -125,41 +146,50 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig,
 
     note("attacks")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
-    clean_acc_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
-    per_attack = _attacks(model, data, subset, test_text, cfg)  # name -> eps -> [n] per-example accuracy
-    worst = {e: torch.stack([per_attack[a][e] for a in per_attack]).min(dim=0).values for e in cfg.epsilons}
+    target = AttackTarget(model, data.test_images[subset], data.test_labels[subset], task,
+                          None if test_text is None else test_text[torch.as_tensor(subset)], bs)
+    per_attack = adversarial.curves(target, cfg.attacks, cfg.epsilons, EVAL_SEED)  # name -> ε -> [n]
+    state = adversarial.SequenceState(state_path, adversarial.model_digest(model))
+    worst, broke = adversarial.worst_case(target, per_attack, cfg.epsilons, cfg.sequence(), EVAL_SEED, state)
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
+    metrics["worst_case"] = {"sequence": [s.name for s in cfg.sequence()], "broke": broke}
+    clean_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
+    attack_checks = _attack_checks(target, data, model, subset, clean_subset, per_attack, worst, cfg)
 
     note("corruptions")
     metrics["corruptions"] = _corruptions(model, data, test_text, cfg)
     metrics["checks"] = [checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel),
-                         *checks.run_all(clean_acc_subset, per_attack, cfg.epsilons)]
+                         *attack_checks]
     metrics["n_adversarial"] = int(len(subset))
     return metrics
 
 
-def _attacks(model: Classifier, data: EvalData, subset: np.ndarray, text_feats: torch.Tensor | None,
-             cfg: EvalConfig) -> dict:
-    task, bs = data.task, cfg.batch_size
-    results: dict[str, dict[float, torch.Tensor]] = {}
-    for spec in cfg.attacks:
-        attack_cls = registry.get("attack", spec.name)
-        attack = attack_cls(attack_cls.Params(**spec.params))
-        generator = torch.Generator().manual_seed(EVAL_SEED)
-        results[spec.name] = {}
-        for eps in cfg.epsilons:
-            accs = []
-            for start in range(0, len(subset), bs):
-                idx = subset[start : start + bs]
-                x, y = to_unit(data.test_images[idx]), torch.as_tensor(data.test_labels[idx])
-                target = FixedReport(model, text_features=text_feats[idx]) if model.uses_text else model
-                x_adv = attack(target, x, y, eps=eps / 255.0, task=task, generator=generator)
-                with torch.no_grad():
-                    accs.append(per_example_accuracy(target(x_adv), y, task))
-            results[spec.name][eps] = torch.cat(accs)
-    return results
+def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subset: np.ndarray,
+                   clean: torch.Tensor, per_attack: dict, worst: dict, cfg: EvalConfig) -> list[dict]:
+    """The self-checks of principle 7 on this model's attacked examples."""
+    n, ref = len(subset), cfg.reference_epsilon
+    out = [checks.eps0_equals_clean(clean, per_attack), checks.monotone_in_eps(per_attack, cfg.epsilons)]
+    # unbounded ε: for image+report models attack the image pathway alone (report removed), since a clean
+    # report can legitimately keep the decision whatever the image
+    large, note = target, ""
+    if model.uses_text:
+        empty = model.text_features(torch.as_tensor(data.empty_tokens)).detach().expand(n, -1)
+        large, note = AttackTarget(model, target.images, target.labels, target.task, empty, target.batch_size), \
+            " (image pathway, report removed)"
+    pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
+    big = large.accuracy_under(pgd, cfg.check_epsilon, torch.Generator().manual_seed(EVAL_SEED))
+    out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note))
+    out.append(checks.gradients_nonzero(adversarial.gradient_norms(target)))
+    if ref in worst:
+        noise = adversarial.random_noise_accuracy(target, ref, EVAL_SEED)
+        out.append(checks.noise_weaker_than_attack(float(noise.mean()), float(worst[ref].mean()), ref, n))
+    if "pgd" in per_attack and ref in per_attack["pgd"] and "apgd-ce" in registry.names("attack"):
+        spec = next((s for s in cfg.sequence() if s.name == "apgd-ce"), Component(name="apgd-ce"))
+        apgd = target.accuracy_under(adversarial.build_attack(spec), ref, torch.Generator().manual_seed(EVAL_SEED))
+        out.append(checks.apgd_not_weaker_than_pgd(float(apgd.mean()), float(per_attack["pgd"][ref].mean()), ref, n))
+    return out
 
 
 def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None, cfg: EvalConfig) -> dict:

@@ -103,7 +103,8 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     record = None
     if distributed.is_main():
         start = time.perf_counter()
-        metrics = evaluate(classifier.cpu(), data.eval_data, cfg.evaluation)
+        state = ckpt_dir.parent / "eval_state" / f"{run.key}.json"
+        metrics = evaluate(classifier.cpu(), data.eval_data, cfg.evaluation, state_path=state)
         eval_s = time.perf_counter() - start
         record = {
             "key": run.key, "method": run.method.name, "fraction": run.fraction, "seed": run.seed,
@@ -126,15 +127,20 @@ def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtim
     ds = data.dataset
     held = set(cfg.data.holdout_sites)
     task = f"{ds.task.kind}: {' / '.join(ds.task.label_names)}"
-    attacks = ", ".join(f"{a.name}{'' if not a.params else ' ' + str(a.params)}" for a in cfg.evaluation.attacks)
+    def names(specs):
+        return ", ".join(f"{a.name}{'' if not a.params else ' ' + str(a.params)}" for a in specs) or "none"
+
+    attacks, sequence = names(cfg.evaluation.attacks), names(cfg.evaluation.sequence())
     return {
         "study": cfg.name, "data": data.describe(), "task": task,
         "train_sites": [s for s in ds.site_names if s not in held], "holdout_sites": list(cfg.data.holdout_sites),
         "methods": [m.name for m in cfg.methods], "fractions": cfg.label_fractions, "seeds": cfg.seeds,
         "epsilons": [eps_key(e) for e in cfg.evaluation.epsilons],
         "reference_epsilon": eps_key(cfg.evaluation.reference_epsilon),
-        "attack": f"L∞ image attacks: {attacks} (PGD: random start, projection around the clean image, "
-                  f"best iterate kept); robust accuracy = per-example worst case over them",
+        "attack": f"L∞ image attacks on {cfg.evaluation.max_adversarial} fixed test images: curves {attacks} "
+                  f"(every example, every ε); then the worst-case sequence {sequence} (AutoAttack style: each "
+                  f"attack only on examples still correct); robust accuracy = per-example worst case over all. "
+                  f"Image+report models: the image is attacked with the report left clean",
         "corruptions": cfg.evaluation.corruptions, "severities": cfg.evaluation.severities,
         "encoder": f"image {cfg.image_encoder.name} {cfg.image_encoder.params or ''}".strip()
                    + (f"; report {cfg.text_encoder.name}" if data.has_text else ""),
@@ -169,6 +175,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
         record = execute(run, cfg, data, device, study_dir / "checkpoints", log)
         if record is not None:
             store.put(record)
+            (study_dir / "eval_state" / f"{run.key}.json").unlink(missing_ok=True)  # the run is stored
             m = record["metrics"]
             ref = eps_key(cfg.evaluation.reference_epsilon)
             log(f"[{i}/{len(pending)}] {run.label}: clean acc {m['clean']['acc']:.3f}; attacked examples "

@@ -17,8 +17,20 @@ from medrobust.config import Component, StudyConfig
 PROTOCOL_VERSION = 1  # bump when a change to the code changes results for the same config
 
 
+def _canonical(obj):
+    """Integral floats as ints, tuples as lists: ``128`` and ``128.0`` (YAML round trip) hash alike."""
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    return obj
+
+
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Content hash of a JSON-like object, stable across a YAML dump and reload of the config."""
+    return hashlib.sha256(json.dumps(_canonical(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

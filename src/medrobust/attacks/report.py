@@ -1,0 +1,380 @@
+"""Report-side attacks on image+report classifiers: embedding-space PGD and word substitution.
+
+Contract (the report-side counterpart of DESIGN principle 6)::
+
+    attack(model, image, tokens, y, *, budget, task, texts=None, tokenizer=None, generator=None) -> AdversarialPair
+
+``model`` is a :class:`~medrobust.models.heads.Classifier` with a report encoder; ``image`` ``[N, C, *spatial]``
+in ``[0, 1]`` (returned unchanged), ``tokens`` ``int64 [N, L]``. The model is put in eval mode and
+restored, gradients are taken w.r.t. embeddings only (parameters' ``.grad`` untouched), labels enter the
+loss only, and a zero budget returns the clean report exactly. Randomised models get EOT (averaged
+gradients and logits, :mod:`medrobust.attacks.base`); the report path is differentiable, so BPDA (which
+concerns image preprocessing) is not needed here.
+
+- ``report-embedding-pgd`` (continuous): PGD on the token embeddings, an L2 ball per token, as in the
+  embedding-space adversarial training of Miyato et al. 2017 ("Adversarial Training Methods for
+  Semi-Supervised Text Classification", ICLR) and FreeLB (Zhu et al. 2020, ICLR).
+- ``report-word-substitution`` (discrete): greedy word replacement under an edit budget of ``k`` words,
+  TextFooler style (Jin et al. 2020, "Is BERT Really Robust?", AAAI): words ranked by importance
+  (first-order gradient score as in HotFlip, Ebrahimi et al. 2018, ACL, or the loss change on deletion),
+  then replaced by clinical synonyms / abbreviations from ``medical_words.json`` or by readable
+  character typos (Belinkov & Bisk 2018, "Synthetic and Natural Noise Both Break Neural Machine
+  Translation"), the threat model of adversarial attacks on clinical text (e.g. Mondal 2021, "BBAEG:
+  Towards BERT-based Biomedical Adversarial Example Generation"). Written by hand: no maintained library
+  attacks a custom WordPiece + transformer pipeline on CPU without heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from medrobust.attacks.base import AttackInputError, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
+from medrobust.data.base import Task
+from medrobust.data.tokenizer import CLS, PAD
+from medrobust.methods.losses import task_loss
+from medrobust.registry import register
+
+WORD = re.compile(r"([^\W_]+)")  # a word: a maximal run of letters/digits (one BERT pre-token)
+CHUNK = 512  # candidate reports scored per forward pass
+_BIG = 1e6  # lexicographic score: wrong decisions first, then the loss
+
+
+@dataclass
+class AdversarialPair:
+    """What every report-side or joint attack returns (one type, whatever the attack)."""
+
+    image: torch.Tensor  # [N, C, *spatial] in [0, 1] (the clean image for report-only attacks)
+    text_features: torch.Tensor  # [N, D]: logits = model(image, text_features=...)
+    tokens: torch.Tensor | None  # [N, L] adversarial token ids (discrete attacks), None for continuous ones
+    texts: list[str] | None  # adversarial report strings (discrete attacks), None otherwise
+    edits: torch.Tensor | None  # [N] int64 words changed (discrete attacks), None otherwise
+
+
+def check_report_inputs(model: nn.Module, image: torch.Tensor, tokens: torch.Tensor) -> None:
+    """Loud errors for a model without report encoder or mismatched image / token batches."""
+    if not getattr(model, "uses_text", False):
+        raise ValueError("report attacks need an image+report classifier (model.text_encoder is None)")
+    check_inputs(image, 0.0)
+    if tokens.ndim != 2 or len(tokens) != len(image):
+        raise AttackInputError(f"tokens must be [N, L] with N = {len(image)} images, got {tuple(tokens.shape)}")
+
+
+class EmbeddingForward(nn.Module):
+    """``delta [N, L, D] -> logits``: the classifier with image and clean embeddings fixed.
+
+    Carries the model's ``randomized`` / ``eot_samples`` so :func:`~medrobust.attacks.base.loss_and_grad`
+    applies EOT; it is differentiable w.r.t. ``delta`` by construction.
+    """
+
+    non_differentiable = False
+
+    def __init__(self, model: nn.Module, image: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor):
+        super().__init__()
+        self.model, self.image, self.tokens, self.emb = model, image, tokens, emb
+        self.randomized = getattr(model, "randomized", False)
+        if hasattr(model, "eot_samples"):
+            self.eot_samples = model.eot_samples
+
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        feats = self.model.text_encoder.forward_embeddings(self.emb + delta, self.tokens)  # [N, D]
+        return self.model(self.image, text_features=feats)
+
+
+def score_reports(model: nn.Module, image: torch.Tensor, tokens: torch.Tensor, y: torch.Tensor, task: Task
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wrong decisions ``[B]`` and loss ``[B]`` of ``B`` image-report pairs, in chunks, no gradient."""
+    n = eot_samples(model)
+    errs, losses = [], []
+    with torch.no_grad():
+        for s in range(0, len(tokens), CHUNK):
+            img, tok, lab = image[s : s + CHUNK], tokens[s : s + CHUNK], y[s : s + CHUNK]
+            logits = sum(model(img, text_features=model.text_features(tok)) for _ in range(n)) / n  # [b, K]
+            errs.append(errors(logits, lab, task))
+            losses.append(task_loss(logits, lab, task, reduction="none"))
+    return torch.cat(errs), torch.cat(losses)
+
+
+def embedding_scale(text_encoder: nn.Module) -> float:
+    """Mean L2 norm of the vocabulary's embedding rows (the all-zero [PAD] row excluded)."""
+    table = getattr(text_encoder, "token", None)
+    if not isinstance(table, nn.Embedding):
+        raise ValueError("report-embedding-pgd needs a text encoder with an nn.Embedding `token` table")
+    norms = table.weight.detach().norm(dim=1)  # [V]
+    return float(torch.cat([norms[:PAD], norms[PAD + 1 :]]).mean())
+
+
+class EmbeddingPGDParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(10, ge=1)
+    step_size: float = Field(0.25, gt=0, description="step as a fraction of the per-token radius")
+    random_start: bool = True
+
+
+@register("attack", "report-embedding-pgd")
+class ReportEmbeddingPGD:
+    """L2 PGD on the report's token embeddings, per token, within ``budget × mean embedding-row norm``.
+
+    ``budget`` is relative: the radius is ``budget`` times the mean L2 norm of the embedding table's rows
+    (:func:`embedding_scale`), so the same budget means the same thing for models whose embeddings have
+    different scales (1.0 ≈ the size of a whole token embedding). Only real tokens move ([PAD] and [CLS]
+    stay put). Random start: a uniform direction at radius ``r·U(0, 1)`` per token. Each step moves every
+    token by ``step_size·r`` along its normalised gradient and projects back into its ball. Per example the
+    iterate with the most wrong decisions (ties: the latest) is returned, as report features.
+    """
+
+    Params = EmbeddingPGDParams
+    target = "report"
+
+    def __init__(self, params: EmbeddingPGDParams | None = None):
+        self.params = params or EmbeddingPGDParams()
+
+    def __call__(self, model: nn.Module, image: torch.Tensor, tokens: torch.Tensor, y: torch.Tensor, *,
+                 budget: float, task: Task, texts: Sequence[str] | None = None, tokenizer=None,
+                 generator: torch.Generator | None = None) -> AdversarialPair:
+        check_report_inputs(model, image, tokens)
+        if not budget >= 0:
+            raise AttackInputError(f"report-embedding-pgd: budget must be >= 0, got {budget!r}")
+        with eval_mode(model), torch.no_grad():
+            if budget == 0:
+                return AdversarialPair(image, model.text_features(tokens), None, None, None)
+            radius = float(budget) * embedding_scale(model.text_encoder)
+            emb = model.text_encoder.embed(tokens)  # [N, L, D]
+            mask = ((tokens != PAD) & (tokens != CLS)).unsqueeze(-1).to(emb.dtype)  # [N, L, 1]
+            best = self._run(EmbeddingForward(model, image, tokens, emb), emb, mask, radius, y, task, generator)
+            feats = model.text_encoder.forward_embeddings(emb + best, tokens)  # [N, D]
+        return AdversarialPair(image, feats, None, None, None)
+
+    def _run(self, f: EmbeddingForward, emb, mask, radius, y, task, generator) -> torch.Tensor:
+        p = self.params
+        delta = torch.zeros_like(emb)  # [N, L, D]
+        if p.random_start:
+            direction = _unit(torch.randn(emb.shape, generator=generator, dtype=emb.dtype).to(emb.device))
+            scale = torch.rand(emb.shape[:2] + (1,), generator=generator, dtype=emb.dtype).to(emb.device)
+            delta = direction * scale * radius * mask
+        best, best_err = delta.clone(), torch.full((len(emb),), -1.0, device=emb.device)
+        for step in range(p.steps + 1):
+            if step < p.steps:
+                logits, grad = loss_and_grad(f, delta, y, task)  # [N, K], [N, L, D]
+            else:
+                logits = predict(f, delta, eot_samples(f))
+            err = errors(logits, y, task)  # [N]
+            better = (err >= best_err).view(-1, 1, 1)
+            best, best_err = torch.where(better, delta, best), torch.maximum(err, best_err)
+            if step < p.steps:
+                delta = delta + p.step_size * radius * _unit(grad * mask)
+                norm = delta.norm(dim=-1, keepdim=True)  # [N, L, 1]
+                delta = delta * (radius / norm.clamp_min(1e-12)).clamp(max=1.0) * mask  # per-token L2 ball
+        return best
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    """Per-token unit vectors ``[N, L, D]`` (zero vectors stay zero)."""
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+# ----------------------------------------------------------------------------------- word substitution
+
+
+@lru_cache(maxsize=1)
+def word_groups() -> tuple[tuple[str, ...], ...]:
+    """The groups of interchangeable clinical terms shipped in ``medical_words.json`` (package data)."""
+    text = resources.files("medrobust.attacks").joinpath("medical_words.json").read_text(encoding="utf-8")
+    return tuple(tuple(g["terms"]) for g in json.loads(text)["groups"])
+
+
+@lru_cache(maxsize=1)
+def _synonyms() -> dict[str, tuple[str, ...]]:
+    """lower-cased one-word term -> the other one-word terms of its group."""
+    out = {}
+    for group in word_groups():
+        single = [t for t in group if WORD.fullmatch(t)]
+        for t in single:
+            out[t.lower()] = tuple(s for s in single if s.lower() != t.lower())
+    return out
+
+
+def typos(word: str) -> list[str]:
+    """Readable one-edit typos of a word of >= 4 letters, first and last letter kept.
+
+    Swap of two adjacent inner letters, deletion of one inner letter, duplication of one inner letter.
+    """
+    n = len(word)
+    if n < 4 or not word.isalpha():
+        return []
+    out = [word[:i] + word[i + 1] + word[i] + word[i + 2 :] for i in range(1, n - 2)]  # swaps
+    out += [word[:i] + word[i + 1 :] for i in range(1, n - 1)]  # deletions
+    out += [word[: i + 1] + word[i:] for i in range(1, n - 1)]  # duplications
+    return [t for t in dict.fromkeys(out) if t != word]
+
+
+def _match_case(like: str, term: str) -> str:
+    if any(c.isupper() for c in term):  # abbreviations keep their own case (CMG, R)
+        return term
+    if like.isupper() and len(like) > 1:
+        return term.upper()
+    return term[:1].upper() + term[1:] if like[:1].isupper() else term
+
+
+def _synonyms_at(parts: list[str], j: int) -> list[str]:
+    """Synonyms for word ``parts[j]``, none inside compounds such as ``B/L`` or ``T-spine``."""
+    if parts[j - 1][-1:] in "/-" and parts[j - 1] or parts[j + 1][:1] in "/-" and parts[j + 1]:
+        return []
+    return [_match_case(parts[j], t) for t in _synonyms().get(parts[j].lower(), ())]
+
+
+class WordSubstitutionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rank: Literal["gradient", "loss"] = Field("gradient", description="word importance: gradient norm or deletion")
+    max_candidates: int = Field(8, ge=1, description="substitutions tried per word (synonyms first, then typos)")
+    typos: bool = True
+
+
+@register("attack", "report-word-substitution")
+class ReportWordSubstitution:
+    """Greedy substitution of at most ``budget = k`` words of each report (TextFooler-style search).
+
+    A report is split into words (runs of letters/digits) and separators, which are kept, so the text
+    changes only where a word is replaced. Each word is changed at most once, by another one-word term of
+    its group in ``medical_words.json`` or a typo (:func:`typos`). Words are ranked once on the clean
+    report, either by the first-order score ``Σ_t ‖∂L/∂e_t‖₂`` over the word's WordPiece tokens (HotFlip:
+    the bound on the first-order loss change of any substitution, ``rank="gradient"``) or by the loss
+    increase when the word is deleted (``rank="loss"``). Then, position by position, all candidates of all
+    reports are re-tokenised and scored in one batch; the best (most wrong decisions, then highest loss)
+    is kept if it beats the current report. A report stops when all its decisions are wrong, when ``k``
+    words are changed, or when its words run out. Typos are sampled with ``generator`` (seed 0 if None).
+    """
+
+    Params = WordSubstitutionParams
+    target = "report"
+
+    def __init__(self, params: WordSubstitutionParams | None = None):
+        self.params = params or WordSubstitutionParams()
+
+    def __call__(self, model: nn.Module, image: torch.Tensor, tokens: torch.Tensor, y: torch.Tensor, *,
+                 budget: int, task: Task, texts: Sequence[str] | None = None, tokenizer=None,
+                 generator: torch.Generator | None = None) -> AdversarialPair:
+        check_report_inputs(model, image, tokens)
+        missing = [name for name, v in (("texts", texts), ("tokenizer", tokenizer)) if v is None]
+        if missing:
+            raise ValueError(f"report-word-substitution works on the report strings: pass {' and '.join(missing)}")
+        if isinstance(budget, bool) or not float(budget).is_integer() or budget < 0:
+            raise AttackInputError(f"report-word-substitution: budget must be a whole number of words >= 0, got {budget!r}")
+        texts = list(texts)
+        if len(texts) != len(tokens) or not torch.equal(self._encode(tokenizer, texts, tokens), tokens):
+            raise ValueError("report-word-substitution: tokens must equal tokenizer.encode(texts)")
+        generator = generator or torch.Generator().manual_seed(0)
+        with eval_mode(model):
+            adv, edits = list(texts), torch.zeros(len(texts), dtype=torch.int64)
+            if budget > 0:
+                adv, edits = self._search(model, image, tokens, y, task, texts, tokenizer, int(budget), generator)
+            changed = edits > 0
+            out = tokens.clone()
+            if changed.any():
+                out[changed.to(out.device)] = self._encode(tokenizer, [adv[i] for i in changed.nonzero()[:, 0]], tokens)
+            with torch.no_grad():
+                feats = model.text_features(out)  # [N, D]
+        return AdversarialPair(image, feats, out, adv, edits.to(tokens.device))
+
+    @staticmethod
+    def _encode(tokenizer, texts: list[str], like: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(tokenizer.encode(texts)).to(like.device)  # [B, L]
+
+    def _candidates(self, parts: list[str], j: int, generator: torch.Generator) -> list[str]:
+        cands = _synonyms_at(parts, j)[: self.params.max_candidates]
+        room = self.params.max_candidates - len(cands)
+        if self.params.typos and room > 0:
+            pool = typos(parts[j])
+            cands += [pool[i] for i in torch.randperm(len(pool), generator=generator)[:room].tolist()]
+        return cands
+
+    def _has_candidates(self, parts: list[str], j: int) -> bool:
+        return bool(_synonyms_at(parts, j) or (self.params.typos and typos(parts[j])))
+
+    def _search(self, model, image, tokens, y, task, texts, tokenizer, k, generator):
+        parts = [WORD.split(t) for t in texts]  # words at odd indices; "".join(parts[i]) == texts[i]
+        err, loss = score_reports(model, image, tokens, y, task)  # [N], [N]
+        current = (err.double() * _BIG + loss.double()).tolist()
+        done = (err >= 1.0).tolist()
+        positions = [[j for j in range(1, len(p), 2) if self._has_candidates(p, j)] for p in parts]
+        ranking = self._rank(model, image, tokens, y, task, parts, positions, loss, tokenizer)
+        edits, pointer = [0] * len(texts), [0] * len(texts)
+        while True:
+            active = [i for i in range(len(texts)) if not done[i] and edits[i] < k and pointer[i] < len(ranking[i])]
+            if not active:
+                break
+            owner, slot, batch = [], [], []
+            for i in active:
+                j = ranking[i][pointer[i]]
+                pointer[i] += 1
+                for c in self._candidates(parts[i], j, generator):
+                    owner.append(i), slot.append((j, c)), batch.append(_join(parts[i], j, c))
+            if not batch:
+                continue
+            idx = torch.as_tensor(owner, device=image.device)
+            e, l = score_reports(model, image[idx], self._encode(tokenizer, batch, tokens), y[idx], task)
+            key = (e.double() * _BIG + l.double()).tolist()
+            best: dict[int, int] = {}
+            for b, i in enumerate(owner):
+                if key[b] > current[i] and (i not in best or key[b] > key[best[i]]):
+                    best[i] = b
+            for i, b in best.items():
+                j, c = slot[b]
+                parts[i][j], current[i], edits[i], done[i] = c, key[b], edits[i] + 1, bool(e[b] >= 1.0)
+        return ["".join(p) for p in parts], torch.as_tensor(edits, dtype=torch.int64)
+
+    def _rank(self, model, image, tokens, y, task, parts, positions, loss, tokenizer) -> list[list[int]]:
+        """Per report, its candidate word positions sorted by decreasing importance (ties: reading order)."""
+        if self.params.rank == "loss":
+            owner = [i for i, pos in enumerate(positions) for _ in pos]
+            batch = [_join(parts[i], j, "") for i, pos in enumerate(positions) for j in pos]
+            if not batch:
+                return [[] for _ in parts]
+            idx = torch.as_tensor(owner, device=image.device)
+            _, l = score_reports(model, image[idx], self._encode(tokenizer, batch, tokens), y[idx], task)
+            flat = (l - loss[idx]).tolist()
+        else:
+            with torch.no_grad():
+                emb = model.text_encoder.embed(tokens)  # [N, L, D]
+            _, grad = loss_and_grad(EmbeddingForward(model, image, tokens, emb), torch.zeros_like(emb), y, task)
+            per_token = grad.norm(dim=-1).tolist()  # [N][L]
+            spans = _token_spans(parts, tokenizer)
+            flat = [sum(per_token[i][s:e]) for i, pos in enumerate(positions) for j in pos
+                    for s, e in [spans[i][j]]]
+        out, at = [], 0
+        for pos in positions:
+            scores = flat[at : at + len(pos)]
+            at += len(pos)
+            out.append([j for _, j in sorted(zip(scores, pos), key=lambda t: -t[0])])
+        return out
+
+
+def _join(parts: list[str], j: int, word: str) -> str:
+    return "".join(parts[:j]) + word + "".join(parts[j + 1 :])
+
+
+def _token_spans(parts: list[list[str]], tokenizer) -> list[dict[int, tuple[int, int]]]:
+    """Per report, word index -> ``[start, end)`` of its WordPiece tokens in the encoded ids ([CLS] = 0).
+
+    Words and separators are pre-token boundaries of the BERT pre-tokeniser, so a report's tokens are the
+    concatenation of its pieces' tokens; each piece is encoded once.
+    """
+    pieces = sorted({s for p in parts for s in p if s.strip()})
+    counts = dict(zip(pieces, ((tokenizer.encode(pieces) != PAD).sum(1) - 1).tolist())) if pieces else {}
+    out = []
+    for p in parts:
+        at, spans = 1, {}
+        for j, s in enumerate(p):
+            n = counts.get(s, 0) if s.strip() else 0
+            spans[j] = (min(at, tokenizer.max_len), min(at + n, tokenizer.max_len))
+            at += n
+        out.append(spans)
+    return out

@@ -1,0 +1,116 @@
+"""Worst-case (AutoAttack-style) evaluation: resumable state, per-example worst case, and the self-checks
+catching a model whose gradients are masked."""
+
+import pytest
+import torch
+
+from medrobust.evaluation import adversarial, checks
+from medrobust.evaluation.adversarial import AttackTarget, SequenceState, curves, worst_case
+from medrobust.schema import Component
+
+EPS = [0.0, 1.0, 2.0, 4.0]
+CURVES = [Component(name="fgsm")]
+SEQUENCE = [Component(name="pgd", params={"steps": 5}), Component(name="pgd", params={"steps": 10, "restarts": 2})]
+
+
+@pytest.fixture(scope="module")
+def target(trained_classifier):
+    model, x, y, task = trained_classifier
+    images = (x[:120] * 255).round().to(torch.uint8).numpy()
+    return AttackTarget(model, images, y[:120].numpy(), task, batch_size=64)
+
+
+def test_worst_case_is_per_example_minimum_and_monotone(target):
+    per = curves(target, CURVES, EPS, seed=0)
+    worst, broke = worst_case(target, per, EPS, SEQUENCE, 0, SequenceState(None, "m"))
+    for eps in EPS:
+        assert (worst[eps] <= per["fgsm"][eps]).all()
+    means = [float(worst[e].mean()) for e in EPS]
+    assert means == sorted(means, reverse=True)
+    assert float(worst[0.0].mean()) == float(per["fgsm"][0.0].mean()), "ε=0 must stay clean"
+    assert set(broke) == {"pgd[0]", "pgd[1]"}
+    assert sum(broke["pgd[0]"].values()) > 0, "the sequence should break examples FGSM left correct"
+
+
+def test_interrupted_worst_case_resumes_to_the_same_result(target, tmp_path, monkeypatch):
+    per = curves(target, CURVES, EPS, seed=0)
+    reference, _ = worst_case(target, per, EPS, SEQUENCE, 0, SequenceState(None, "m"))
+    path = tmp_path / "state.json"
+    calls = {"n": 0}
+    real = AttackTarget.accuracy_under
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("killed")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AttackTarget, "accuracy_under", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        worst_case(target, per, EPS, SEQUENCE, 0, SequenceState(path, "m"))
+    assert path.exists()
+    monkeypatch.setattr(AttackTarget, "accuracy_under", real)
+    counted = {"n": 0}
+
+    def counting(self, *args, **kwargs):
+        counted["n"] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AttackTarget, "accuracy_under", counting)
+    resumed, _ = worst_case(target, per, EPS, SEQUENCE, 0, SequenceState(path, "m"))
+    for eps in EPS:
+        assert torch.equal(resumed[eps], reference[eps])
+    assert counted["n"] < 6, "steps finished before the interruption must not run again"
+    # a state saved for other weights is ignored
+    assert SequenceState(path, "other-model").get("1|pgd[0]") is None
+    assert SequenceState(path, "m").get("1|pgd[0]") is not None
+
+
+class ZeroGrad(torch.autograd.Function):
+    """Identity forward, zero backward: hides gradients without changing predictions."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.zeros_like(g)
+
+
+class Masked(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(ZeroGrad.apply(x))
+
+
+def test_self_checks_flag_masked_gradients(target):
+    masked = AttackTarget(Masked(target.model), target.images, target.labels, target.task, batch_size=64)
+    pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
+    g = torch.Generator().manual_seed(0)
+    big_masked = float(masked.accuracy_under(pgd, 128, g).mean())
+    big_real = float(target.accuracy_under(pgd, 128, g).mean())
+    assert checks.large_eps_breaks(big_real, 128)["passed"]
+    assert not checks.large_eps_breaks(big_masked, 128)["passed"]
+    assert checks.gradients_nonzero(adversarial.gradient_norms(target))["passed"]
+    assert not checks.gradients_nonzero(adversarial.gradient_norms(masked))["passed"]
+    noise = float(adversarial.random_noise_accuracy(target, 4, seed=0).mean())
+    attacked = float(target.accuracy_under(pgd, 4, g).mean())
+    assert checks.noise_weaker_than_attack(noise, attacked, 4, len(target.labels))["passed"]
+    assert not checks.noise_weaker_than_attack(attacked, noise, 4, len(target.labels))["passed"] or noise == attacked
+
+
+def test_model_digest_tracks_weights(trained_classifier):
+    model = trained_classifier[0]
+    d = adversarial.model_digest(model)
+    assert d == adversarial.model_digest(model)
+    with torch.no_grad():
+        model.head.bias.add_(1.0)
+    try:
+        assert adversarial.model_digest(model) != d
+    finally:
+        with torch.no_grad():
+            model.head.bias.sub_(1.0)
