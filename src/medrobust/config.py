@@ -150,6 +150,8 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
     checks += [(f"evaluation.attacks[{i}]", "attack", a.name, a.params) for i, a in enumerate(cfg.evaluation.attacks)]
     checks += [(f"evaluation.worst_case[{i}]", "attack", a.name, a.params)
                for i, a in enumerate(cfg.evaluation.sequence())]
+    checks += [(f"evaluation.report_attacks[{i}]", "attack", a.name, a.params)
+               for i, a in enumerate(cfg.evaluation.report_attacks)]
     checks += [(f"evaluation.corruptions[{i}]", "corruption", c, None) for i, c in enumerate(cfg.evaluation.corruptions)]
     for key, family, name, params in checks:
         try:

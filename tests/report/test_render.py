@@ -179,3 +179,23 @@ def test_stats_used_for_table_cells(full):
     md = (out / "report.md").read_text(encoding="utf-8")
     block = md[md.index("### Clean accuracy (%)"):md.index("### Clean AUC")]
     assert re.search(rf"\| clip \| [^|]+ \| {re.escape(cell)} \|", block)
+
+
+def test_report_side_attack_tables_rendered(tmp_path):
+    recs = []
+    for seed in (0, 1):
+        for method, acc in (("supervised-multimodal", 0.8), ("clip", 0.6)):
+            r = {"key": f"{method}{seed}", "method": method, "fraction": 0.1, "seed": seed,
+                 "kind": "supervised" if method.startswith("sup") else "self-supervised",
+                 "counterpart": None if method.startswith("sup") else "supervised-multimodal",
+                 "modalities": ["image", "text"], "finetune_mode": "full",
+                 "metrics": {"clean": {"acc": 0.9, "auc": 0.9},
+                             "attacks": {"worst": {"0": 0.9, "2": 0.5}},
+                             "report_attacks": {"report-word-substitution": {"1": acc, "3": acc - 0.2}}},
+                 "timing": {}, "info": {}}
+            recs.append(r)
+    md = render.write_report(recs, {"methods": ["supervised-multimodal", "clip"]}, tmp_path).read_text()
+    assert "report-word-substitution: robust accuracy (%) per budget — 10% labels" in md
+    section = md.split("report-word-substitution: robust accuracy (%) per budget")[1]
+    line = next(x for x in section.splitlines() if x.startswith("| clip"))
+    assert "60.0" in line and "40.0" in line

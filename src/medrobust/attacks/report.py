@@ -226,7 +226,8 @@ def _match_case(like: str, term: str) -> str:
 
 def _synonyms_at(parts: list[str], j: int) -> list[str]:
     """Synonyms for word ``parts[j]``, none inside compounds such as ``B/L`` or ``T-spine``."""
-    if parts[j - 1][-1:] in "/-" and parts[j - 1] or parts[j + 1][:1] in "/-" and parts[j + 1]:
+    before, after = parts[j - 1][-1:], parts[j + 1][:1]
+    if (before and before in "/-") or (after and after in "/-"):
         return []
     return [_match_case(parts[j], t) for t in _synonyms().get(parts[j].lower(), ())]
 
@@ -279,7 +280,7 @@ class ReportWordSubstitution:
             changed = edits > 0
             out = tokens.clone()
             if changed.any():
-                out[changed.to(out.device)] = self._encode(tokenizer, [adv[i] for i in changed.nonzero()[:, 0]], tokens)
+                out[changed.to(out.device)] = self._encode(tokenizer, [adv[i] for i in changed.nonzero()[:, 0].tolist()], tokens)
             with torch.no_grad():
                 feats = model.text_features(out)  # [N, D]
         return AdversarialPair(image, feats, out, adv, edits.to(tokens.device))

@@ -20,6 +20,7 @@ from medrobust.data.base import Task, to_unit
 from medrobust.evaluation import adversarial, checks
 from medrobust.evaluation.adversarial import AttackTarget, eps_key
 from medrobust.evaluation.metrics import auc, per_example_accuracy, scores
+from medrobust.evaluation.report_side import ReportAttackSpec
 from medrobust.models.heads import Classifier
 from medrobust.schema import Component, as_component
 
@@ -39,6 +40,11 @@ class EvalConfig(BaseModel):
     check_epsilon: float = Field(128, gt=0, description="ε (×1/255) of the 'large ε breaks the model' self-check")
     corruptions: list[str] = ["gaussian-noise", "gaussian-blur", "contrast", "jpeg"]
     severities: list[int] = [1, 2, 3, 4, 5]
+    report_attacks: list[ReportAttackSpec] = Field(
+        [ReportAttackSpec(name="report-word-substitution", budgets=[1, 2, 3]),
+         ReportAttackSpec(name="report-embedding-pgd", budgets=[0.1, 0.25, 0.5]),
+         ReportAttackSpec(name="joint-image-report", budgets=[[2, 1], [2, 3]])],
+        description="image+report models only: attacks on the report, or on image and report together")
     max_adversarial: int = Field(300, ge=1, description="test examples attacked (a fixed stratified subset)")
     batch_size: int = Field(256, ge=1)
 
@@ -79,6 +85,8 @@ class EvalData:
     test_images: np.ndarray
     test_labels: np.ndarray
     test_tokens: np.ndarray | None = None
+    test_texts: list[str] | None = None
+    tokenizer: object | None = None
     holdout_images: np.ndarray | None = None
     holdout_labels: np.ndarray | None = None
     holdout_tokens: np.ndarray | None = None
@@ -157,6 +165,16 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     metrics["worst_case"] = {"sequence": [s.name for s in cfg.sequence()], "broke": broke}
     clean_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
     attack_checks = _attack_checks(target, data, model, subset, clean_subset, per_attack, worst, cfg)
+
+    if model.uses_text and cfg.report_attacks and data.test_texts is not None:
+        note("report-side attacks")
+        from medrobust.evaluation.report_side import evaluate_report_attacks, monotone_in_budget
+
+        texts = [data.test_texts[i] for i in subset]
+        metrics["report_attacks"], metrics["report_attack_examples"] = evaluate_report_attacks(
+            model, data.test_images[subset], data.test_tokens[subset], texts, data.test_labels[subset], task,
+            data.tokenizer, cfg.report_attacks, bs, EVAL_SEED)
+        attack_checks.append(monotone_in_budget(metrics["report_attacks"], len(subset)))
 
     note("corruptions")
     metrics["corruptions"] = _corruptions(model, data, test_text, cfg)

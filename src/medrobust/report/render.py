@@ -126,6 +126,13 @@ def build_blocks(records: list[dict], setup: dict, figures: dict[str, Path | Non
     for attack in ("worst", "pgd"):
         for t in tables.eps_tables(records, setup, attack, marks):
             table(t)
+    report_side = tables.report_attack_tables(records, setup, marks)
+    if report_side:
+        b.append(("md", "Report-side and joint attacks on the image+report arms, on the same attacked examples. "
+                        "Budgets: words edited (word substitution), per-token L2 radius as a fraction of the mean "
+                        "token-embedding norm (embedding PGD), image ε (×1/255) + words edited (joint)."))
+    for t in report_side:
+        table(t)
     table(tables.metric_table(records, setup, ms["corr_mean"]))
     sevs = [str(v) for v in setup.get("severities") or []] or ["3"]
     for t in tables.corruption_tables(records, setup, "3" if "3" in sevs else sevs[-1]):

@@ -244,6 +244,25 @@ def eps_tables(records: list[dict], setup: dict, attack: str, marks: set | None 
     return out
 
 
+def report_attack_tables(records: list[dict], setup: dict, marks: set | None = None) -> list[Table]:
+    """Image+report arms: one table per report-side/joint attack and label fraction; columns = budgets."""
+    names = list(dict.fromkeys(a for r in records for a in (_get(r, "metrics", "report_attacks") or {})))
+    out = []
+    for name in names:
+        budgets = list(dict.fromkeys(b for r in records for b in (_get(r, "metrics", "report_attacks", name) or {})))
+        for f in fraction_order(records):
+            rows = []
+            for m in method_order(records, setup):
+                cells = [fmt_cell(*summary(records, m, f, lambda r, b=b: stats._num(
+                    _get(r, "metrics", "report_attacks", name, b)))) for b in budgets]
+                if any(c != stats.MISSING for c in cells):
+                    rows.append([m + (f" {WARN}" if marks and (m, f) in marks else "")] + cells)
+            if rows:
+                out.append(Table(f"{name}: robust accuracy (%) per budget — {fmt_fraction(f)} labels",
+                                 ["method"] + budgets, rows))
+    return out
+
+
 def corruption_tables(records: list[dict], setup: dict, severity: object) -> list[Table]:
     """One table per label fraction: rows method, columns corruption, cell accuracy at ``severity``."""
     names = sorted({c for r in records for c in (_get(r, "metrics", "corruptions") or {})})

@@ -85,6 +85,7 @@ def prepare(cfg: StudyConfig) -> PreparedData:
         tokenizer = ReportTokenizer.train(train.texts, vocab_size=tparams.vocab_size, max_len=tparams.max_len)
         train_tokens = tokenizer.encode(train.texts)
         eval_kwargs = {"test_tokens": tokenizer.encode(test.texts), "empty_tokens": tokenizer.encode([""]),
+                       "test_texts": test.texts, "tokenizer": tokenizer,
                        "holdout_tokens": None if holdout is None else tokenizer.encode(holdout.texts)}
     eval_data = EvalData(task=dataset.task, test_images=test.images, test_labels=test.labels,
                          holdout_images=None if holdout is None else holdout.images,
