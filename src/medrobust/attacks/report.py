@@ -1,32 +1,27 @@
 """Report-side attacks on image+report classifiers: embedding-space PGD and word substitution.
 
-Contract (the report-side counterpart of DESIGN principle 6)::
+``attack(model, image, tokens, y, *, budget, task, texts=None, tokenizer=None, generator=None) -> AdversarialPair``
+(the report-side counterpart of DESIGN principle 6). ``model``: a :class:`~medrobust.models.heads.Classifier`
+with a report encoder (or a module with its surface: ``uses_text``, ``text_encoder``, ``text_features``,
+``model(image, text_features=...)``); ``image`` ``[N, C, *spatial]`` in ``[0, 1]``; ``tokens`` ``int64 [N, L]``.
+The model is put in eval mode and restored, gradients are taken w.r.t. embeddings only (parameters'
+``.grad`` untouched), labels enter the loss only, a zero budget returns the clean report exactly.
+Randomised models get EOT (:mod:`medrobust.attacks.base`); the report path is differentiable (no BPDA).
 
-    attack(model, image, tokens, y, *, budget, task, texts=None, tokenizer=None, generator=None) -> AdversarialPair
-
-``model`` is a :class:`~medrobust.models.heads.Classifier` with a report encoder; ``image`` ``[N, C, *spatial]``
-in ``[0, 1]`` (returned unchanged), ``tokens`` ``int64 [N, L]``. The model is put in eval mode and
-restored, gradients are taken w.r.t. embeddings only (parameters' ``.grad`` untouched), labels enter the
-loss only, and a zero budget returns the clean report exactly. Randomised models get EOT (averaged
-gradients and logits, :mod:`medrobust.attacks.base`); the report path is differentiable, so BPDA (which
-concerns image preprocessing) is not needed here.
-
-- ``report-embedding-pgd`` (continuous): PGD on the token embeddings, an L2 ball per token, as in the
-  embedding-space adversarial training of Miyato et al. 2017 ("Adversarial Training Methods for
-  Semi-Supervised Text Classification", ICLR) and FreeLB (Zhu et al. 2020, ICLR).
-- ``report-word-substitution`` (discrete): greedy word replacement under an edit budget of ``k`` words,
-  TextFooler style (Jin et al. 2020, "Is BERT Really Robust?", AAAI): words ranked by importance
-  (first-order gradient score as in HotFlip, Ebrahimi et al. 2018, ACL, or the loss change on deletion),
-  then replaced by clinical synonyms / abbreviations from ``medical_words.json`` or by readable
-  character typos (Belinkov & Bisk 2018, "Synthetic and Natural Noise Both Break Neural Machine
-  Translation"), the threat model of adversarial attacks on clinical text (e.g. Mondal 2021, "BBAEG:
-  Towards BERT-based Biomedical Adversarial Example Generation"). Written by hand: no maintained library
-  attacks a custom WordPiece + transformer pipeline on CPU without heavy dependencies.
+- ``report-embedding-pgd``: PGD in token-embedding space, as in Miyato et al. 2017 ("Adversarial Training
+  Methods for Semi-Supervised Text Classification", ICLR) and FreeLB (Zhu et al. 2020, ICLR).
+- ``report-word-substitution``: greedy search under a budget of ``k`` words as in TextFooler (Jin et al.
+  2020, "Is BERT Really Robust?", AAAI), words ranked by a HotFlip-style first-order score (Ebrahimi et al.
+  2018, ACL) or by deletion; substitutes are clinical synonyms / abbreviations (``medical_words.json``)
+  and readable typos (Belinkov & Bisk 2018, ICLR) — the threat model of adversarial attacks on medical
+  text (e.g. BBAEG, Mondal 2021, NAACL). Written by hand: no maintained library attacks a custom
+  WordPiece + transformer pipeline on CPU without heavy dependencies.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,10 +32,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medrobust.attacks.base import AttackInputError, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
+from medrobust.attacks.base import (AttackInputError, check_inputs, eot_samples, errors, eval_mode, loss_and_grad,
+                                    predict)
 from medrobust.data.base import Task
 from medrobust.data.tokenizer import CLS, PAD
 from medrobust.methods.losses import task_loss
+from medrobust.models.heads import Classifier
 from medrobust.registry import register
 
 WORD = re.compile(r"([^\W_]+)")  # a word: a maximal run of letters/digits (one BERT pre-token)
@@ -89,18 +86,37 @@ class EmbeddingForward(nn.Module):
         return self.model(self.image, text_features=feats)
 
 
-def score_reports(model: nn.Module, image: torch.Tensor, tokens: torch.Tensor, y: torch.Tensor, task: Task
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wrong decisions ``[B]`` and loss ``[B]`` of ``B`` image-report pairs, in chunks, no gradient."""
-    n = eot_samples(model)
-    errs, losses = [], []
-    with torch.no_grad():
-        for s in range(0, len(tokens), CHUNK):
-            img, tok, lab = image[s : s + CHUNK], tokens[s : s + CHUNK], y[s : s + CHUNK]
-            logits = sum(model(img, text_features=model.text_features(tok)) for _ in range(n)) / n  # [b, K]
-            errs.append(errors(logits, lab, task))
-            losses.append(task_loss(logits, lab, task, reduction="none"))
-    return torch.cat(errs), torch.cat(losses)
+class PairScorer:
+    """Wrong decisions and loss of image-report pairs ``(image[idx], tokens)``, chunked, no gradient.
+
+    For a plain :class:`~medrobust.models.heads.Classifier` (late concatenation fusion, deterministic) the
+    image features are computed once and reused for every candidate report — the same function, as in
+    :class:`~medrobust.models.heads.FixedReport`; any other model is called as ``model(image, text_features=)``.
+    """
+
+    def __init__(self, model: nn.Module, image: torch.Tensor, y: torch.Tensor, task: Task):
+        self.model, self.image, self.y, self.task = model, image, y, task
+        self.samples = eot_samples(model)
+        cls, self.image_feats = type(model), None
+        if cls.forward is Classifier.forward and cls.features is Classifier.features and self.samples == 1:
+            with torch.no_grad():
+                self.image_feats = model.image_encoder.forward_features(image)  # [N, D_img]
+
+    def _logits(self, idx: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:  # [b], [b, D] -> [b, K]
+        if self.image_feats is not None:
+            return self.model.head(torch.cat([self.image_feats[idx], feats], dim=1))
+        img = self.image[idx]
+        return sum(self.model(img, text_features=feats) for _ in range(self.samples)) / self.samples
+
+    def __call__(self, idx: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        errs, losses = [], []
+        with torch.no_grad():
+            for s in range(0, len(tokens), CHUNK):
+                i = idx[s : s + CHUNK]
+                logits = self._logits(i, self.model.text_features(tokens[s : s + CHUNK]))  # [b, K]
+                errs.append(errors(logits, self.y[i], self.task))
+                losses.append(task_loss(logits, self.y[i], self.task, reduction="none"))
+        return torch.cat(errs), torch.cat(losses)  # [B], [B]
 
 
 def embedding_scale(text_encoder: nn.Module) -> float:
@@ -176,8 +192,7 @@ class ReportEmbeddingPGD:
         return best
 
 
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    """Per-token unit vectors ``[N, L, D]`` (zero vectors stay zero)."""
+def _unit(v: torch.Tensor) -> torch.Tensor:  # [N, L, D] per-token unit vectors (zero stays zero)
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -246,12 +261,14 @@ class ReportWordSubstitution:
     A report is split into words (runs of letters/digits) and separators, which are kept, so the text
     changes only where a word is replaced. Each word is changed at most once, by another one-word term of
     its group in ``medical_words.json`` or a typo (:func:`typos`). Words are ranked once on the clean
-    report, either by the first-order score ``Σ_t ‖∂L/∂e_t‖₂`` over the word's WordPiece tokens (HotFlip:
-    the bound on the first-order loss change of any substitution, ``rank="gradient"``) or by the loss
-    increase when the word is deleted (``rank="loss"``). Then, position by position, all candidates of all
-    reports are re-tokenised and scored in one batch; the best (most wrong decisions, then highest loss)
-    is kept if it beats the current report. A report stops when all its decisions are wrong, when ``k``
-    words are changed, or when its words run out. Typos are sampled with ``generator`` (seed 0 if None).
+    report, by the first-order score ``Σ_t ‖∂L/∂e_t‖₂`` over the word's WordPiece tokens (HotFlip: it
+    bounds the first-order loss change of any substitution; ``rank="gradient"``) or by the loss increase
+    when the word is deleted (``rank="loss"``). Then, position by position, the candidates of all reports
+    are re-tokenised and scored in one batch; the best (most wrong decisions, then highest loss) is kept
+    if it beats the current report. A report stops when all its decisions are wrong, ``k`` words are
+    changed, or its words run out. Typos are drawn from a seed taken from ``generator`` (0 if None) and
+    the report's index and word position, so a run with budget ``k`` is the prefix of the run with
+    ``k + 1``: robust accuracy cannot rise with ``k``.
     """
 
     Params = WordSubstitutionParams
@@ -268,94 +285,91 @@ class ReportWordSubstitution:
         if missing:
             raise ValueError(f"report-word-substitution works on the report strings: pass {' and '.join(missing)}")
         if isinstance(budget, bool) or not float(budget).is_integer() or budget < 0:
-            raise AttackInputError(f"report-word-substitution: budget must be a whole number of words >= 0, got {budget!r}")
+            raise AttackInputError(f"report-word-substitution: budget must be a whole number of words >= 0, "
+                                   f"got {budget!r}")
         texts = list(texts)
-        if len(texts) != len(tokens) or not torch.equal(self._encode(tokenizer, texts, tokens), tokens):
+        if len(texts) != len(tokens) or not torch.equal(_encode(tokenizer, texts, tokens), tokens):
             raise ValueError("report-word-substitution: tokens must equal tokenizer.encode(texts)")
-        generator = generator or torch.Generator().manual_seed(0)
+        seed = 0 if generator is None else int(torch.randint(0, 2**31, (1,), generator=generator))
         with eval_mode(model):
-            adv, edits = list(texts), torch.zeros(len(texts), dtype=torch.int64)
+            adv, edits = list(texts), [0] * len(texts)
             if budget > 0:
-                adv, edits = self._search(model, image, tokens, y, task, texts, tokenizer, int(budget), generator)
-            changed = edits > 0
+                score = PairScorer(model, image, y, task)
+                adv, edits = self._search(score, tokens, texts, tokenizer, int(budget), seed)
             out = tokens.clone()
-            if changed.any():
-                out[changed.to(out.device)] = self._encode(tokenizer, [adv[i] for i in changed.nonzero()[:, 0].tolist()], tokens)
+            changed = [i for i, n in enumerate(edits) if n]
+            if changed:
+                out[torch.as_tensor(changed, device=out.device)] = _encode(tokenizer, [adv[i] for i in changed], tokens)
             with torch.no_grad():
                 feats = model.text_features(out)  # [N, D]
-        return AdversarialPair(image, feats, out, adv, edits.to(tokens.device))
+        return AdversarialPair(image, feats, out, adv, torch.as_tensor(edits, dtype=torch.int64, device=tokens.device))
 
-    @staticmethod
-    def _encode(tokenizer, texts: list[str], like: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(tokenizer.encode(texts)).to(like.device)  # [B, L]
-
-    def _candidates(self, parts: list[str], j: int, generator: torch.Generator) -> list[str]:
+    def _candidates(self, parts: list[str], j: int, rng: random.Random) -> list[str]:
         cands = _synonyms_at(parts, j)[: self.params.max_candidates]
         room = self.params.max_candidates - len(cands)
         if self.params.typos and room > 0:
             pool = typos(parts[j])
-            cands += [pool[i] for i in torch.randperm(len(pool), generator=generator)[:room].tolist()]
+            cands += rng.sample(pool, min(room, len(pool)))
         return cands
 
-    def _has_candidates(self, parts: list[str], j: int) -> bool:
-        return bool(_synonyms_at(parts, j) or (self.params.typos and typos(parts[j])))
-
-    def _search(self, model, image, tokens, y, task, texts, tokenizer, k, generator):
+    def _search(self, score: PairScorer, tokens, texts, tokenizer, k: int, seed: int):
+        n, device = len(texts), tokens.device
         parts = [WORD.split(t) for t in texts]  # words at odd indices; "".join(parts[i]) == texts[i]
-        err, loss = score_reports(model, image, tokens, y, task)  # [N], [N]
-        current = (err.double() * _BIG + loss.double()).tolist()
-        done = (err >= 1.0).tolist()
-        positions = [[j for j in range(1, len(p), 2) if self._has_candidates(p, j)] for p in parts]
-        ranking = self._rank(model, image, tokens, y, task, parts, positions, loss, tokenizer)
-        edits, pointer = [0] * len(texts), [0] * len(texts)
+        err, loss = score(torch.arange(n, device=device), tokens)  # [N], [N]
+        current, done = (err.double() * _BIG + loss.double()).tolist(), (err >= 1.0).tolist()
+        positions = [[] if d else [j for j in range(1, len(p), 2) if _synonyms_at(p, j) or
+                                   (self.params.typos and typos(p[j]))] for p, d in zip(parts, done)]
+        ranking = self._rank(score, tokens, parts, positions, loss, tokenizer)
+        edits, pointer = [0] * n, [0] * n
         while True:
-            active = [i for i in range(len(texts)) if not done[i] and edits[i] < k and pointer[i] < len(ranking[i])]
+            active = [i for i in range(n) if not done[i] and edits[i] < k and pointer[i] < len(ranking[i])]
             if not active:
-                break
+                return ["".join(p) for p in parts], edits
             owner, slot, batch = [], [], []
             for i in active:
                 j = ranking[i][pointer[i]]
                 pointer[i] += 1
-                for c in self._candidates(parts[i], j, generator):
-                    owner.append(i), slot.append((j, c)), batch.append(_join(parts[i], j, c))
+                cands = self._candidates(parts[i], j, random.Random((seed << 40) + (i << 20) + j))
+                owner += [i] * len(cands)
+                slot += [(j, c) for c in cands]
+                batch += [_join(parts[i], j, c) for c in cands]
             if not batch:
                 continue
-            idx = torch.as_tensor(owner, device=image.device)
-            e, l = score_reports(model, image[idx], self._encode(tokenizer, batch, tokens), y[idx], task)
-            key = (e.double() * _BIG + l.double()).tolist()
-            best: dict[int, int] = {}
+            e, l = score(torch.as_tensor(owner, device=device), _encode(tokenizer, batch, tokens))
+            key, best = (e.double() * _BIG + l.double()).tolist(), {}
             for b, i in enumerate(owner):
                 if key[b] > current[i] and (i not in best or key[b] > key[best[i]]):
                     best[i] = b
             for i, b in best.items():
                 j, c = slot[b]
                 parts[i][j], current[i], edits[i], done[i] = c, key[b], edits[i] + 1, bool(e[b] >= 1.0)
-        return ["".join(p) for p in parts], torch.as_tensor(edits, dtype=torch.int64)
 
-    def _rank(self, model, image, tokens, y, task, parts, positions, loss, tokenizer) -> list[list[int]]:
-        """Per report, its candidate word positions sorted by decreasing importance (ties: reading order)."""
+    def _rank(self, score: PairScorer, tokens, parts, positions, loss, tokenizer) -> list[list[int]]:
+        """Per report, its candidate word positions by decreasing importance (ties: reading order)."""
+        owner = [i for i, pos in enumerate(positions) for _ in pos]
+        if not owner:
+            return [[] for _ in parts]
         if self.params.rank == "loss":
-            owner = [i for i, pos in enumerate(positions) for _ in pos]
             batch = [_join(parts[i], j, "") for i, pos in enumerate(positions) for j in pos]
-            if not batch:
-                return [[] for _ in parts]
-            idx = torch.as_tensor(owner, device=image.device)
-            _, l = score_reports(model, image[idx], self._encode(tokenizer, batch, tokens), y[idx], task)
-            flat = (l - loss[idx]).tolist()
+            idx = torch.as_tensor(owner, device=tokens.device)
+            flat = (score(idx, _encode(tokenizer, batch, tokens))[1] - loss[idx]).tolist()
         else:
+            model = score.model
             with torch.no_grad():
                 emb = model.text_encoder.embed(tokens)  # [N, L, D]
-            _, grad = loss_and_grad(EmbeddingForward(model, image, tokens, emb), torch.zeros_like(emb), y, task)
-            per_token = grad.norm(dim=-1).tolist()  # [N][L]
+            f = EmbeddingForward(model, score.image, tokens, emb)
+            per_token = loss_and_grad(f, torch.zeros_like(emb), score.y, score.task)[1].norm(dim=-1).tolist()  # [N][L]
             spans = _token_spans(parts, tokenizer)
-            flat = [sum(per_token[i][s:e]) for i, pos in enumerate(positions) for j in pos
-                    for s, e in [spans[i][j]]]
+            flat = [sum(per_token[i][slice(*spans[i][j])]) for i, pos in enumerate(positions) for j in pos]
         out, at = [], 0
         for pos in positions:
-            scores = flat[at : at + len(pos)]
-            at += len(pos)
+            scores, at = flat[at : at + len(pos)], at + len(pos)
             out.append([j for _, j in sorted(zip(scores, pos), key=lambda t: -t[0])])
         return out
+
+
+def _encode(tokenizer, texts: list[str], like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(tokenizer.encode(texts)).to(like.device)  # [B, L]
 
 
 def _join(parts: list[str], j: int, word: str) -> str:
@@ -363,10 +377,10 @@ def _join(parts: list[str], j: int, word: str) -> str:
 
 
 def _token_spans(parts: list[list[str]], tokenizer) -> list[dict[int, tuple[int, int]]]:
-    """Per report, word index -> ``[start, end)`` of its WordPiece tokens in the encoded ids ([CLS] = 0).
+    """Per report, piece index -> ``[start, end)`` of its WordPiece tokens in the encoded ids ([CLS] = 0).
 
     Words and separators are pre-token boundaries of the BERT pre-tokeniser, so a report's tokens are the
-    concatenation of its pieces' tokens; each piece is encoded once.
+    concatenation of its pieces' tokens; each distinct piece is encoded once.
     """
     pieces = sorted({s for p in parts for s in p if s.strip()})
     counts = dict(zip(pieces, ((tokenizer.encode(pieces) != PAD).sum(1) - 1).tolist())) if pieces else {}
@@ -374,7 +388,7 @@ def _token_spans(parts: list[list[str]], tokenizer) -> list[dict[int, tuple[int,
     for p in parts:
         at, spans = 1, {}
         for j, s in enumerate(p):
-            n = counts.get(s, 0) if s.strip() else 0
+            n = counts.get(s, 0)
             spans[j] = (min(at, tokenizer.max_len), min(at + n, tokenizer.max_len))
             at += n
         out.append(spans)

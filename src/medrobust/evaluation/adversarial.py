@@ -30,9 +30,13 @@ from medrobust.models.heads import Classifier, FixedReport
 from medrobust.schema import Component
 
 PRESETS: dict[str, list[Component]] = {
-    # AutoAttack's standard sequence (APGD-CE, APGD-T/DLR, Square), CPU-sized budgets; override per attack
-    "standard": [Component(name="apgd-ce", params={"steps": 25}), Component(name="apgd-dlr", params={"steps": 25}),
-                 Component(name="square", params={"n_queries": 300})],
+    # AutoAttack's standard sequence (APGD-CE, APGD-T/DLR, Square) with budgets sized for a 2-core CPU study
+    "standard": [Component(name="apgd-ce", params={"steps": 10}), Component(name="apgd-dlr", params={"steps": 10}),
+                 Component(name="square", params={"n_queries": 100})],
+    # the same sequence with the published AutoAttack budgets (Croce & Hein 2020): for GPU studies
+    "autoattack": [Component(name="apgd-ce", params={"steps": 100}),
+                   Component(name="apgd-dlr", params={"steps": 100, "n_target_classes": 9}),
+                   Component(name="square", params={"n_queries": 5000})],
 }
 
 

@@ -5,6 +5,13 @@
   example's worth, ``> 1/n``, fails: PGD is a heuristic, but a larger ball contains the smaller one).
 - ``above_chance``: clean accuracy beats always predicting the majority class (per finding for
   multilabel) by at least 2 points; a model that did not learn makes every robustness number meaningless.
+- ``large_eps_breaks``: PGD at a very large ε (``evaluation.check_epsilon``) drives accuracy below 5%;
+  otherwise gradient masking (or a broken attack) is suspected. Image+report models are checked on the
+  image pathway with the report removed, since a clean report may rightly keep the decision.
+- ``gradients_nonzero``: the input gradient of the loss vanishes on < 5% of the attacked examples.
+- ``noise_weaker_than_attack``: random ±ε noise hurts less than the worst-case attack at the reference ε.
+- ``apgd_not_weaker_than_pgd``: APGD-CE at the reference ε is at least as strong as PGD (one example slack).
+- ``report_monotone_in_budget``: report-side robust accuracy does not rise with the edit/embedding budget.
 """
 
 from __future__ import annotations

@@ -83,3 +83,7 @@ class FixedReport(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image, text_features=self.text_features)
+
+    def bpda_forward(self, image: torch.Tensor) -> torch.Tensor:
+        """The differentiable approximation of a non-differentiable model, with the same fixed report."""
+        return self.model.bpda_forward(image, text_features=self.text_features)
