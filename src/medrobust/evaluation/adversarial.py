@@ -128,8 +128,13 @@ class SequenceState:
 
 
 def worst_case(target: AttackTarget, per_attack: dict[str, dict[float, torch.Tensor]], epsilons: list[float],
-               sequence: list[Component], seed: int, state: SequenceState) -> tuple[dict[float, torch.Tensor], dict]:
-    """Per-example worst case over the curves and the sequence; also how many examples each attack broke."""
+               sequence: list[Component], seed: int, state: SequenceState, run_at: list[float] | None = None
+               ) -> tuple[dict[float, torch.Tensor], dict]:
+    """Per-example worst case over the curves and the sequence; also how many examples each attack broke.
+
+    ``run_at``: the ε at which the sequence runs (None = all); at the others the worst case is the minimum
+    over the curves and the worst case at the next smaller ε (ball nesting).
+    """
     worst: dict[float, torch.Tensor] = {}
     labels = [s.name if [t.name for t in sequence].count(s.name) == 1 else f"{s.name}[{i}]" for i, s in enumerate(sequence)]
     broke: dict[str, dict[str, int]] = {label: {} for label in labels}
@@ -138,7 +143,7 @@ def worst_case(target: AttackTarget, per_attack: dict[str, dict[float, torch.Ten
         current = torch.stack([by_eps[eps] for by_eps in per_attack.values()]).min(dim=0).values
         if carry is not None:
             current = torch.minimum(current, carry)  # the smaller ball's adversarial points are in this ball
-        for spec, label in zip(sequence, labels):
+        for spec, label in zip(sequence if run_at is None or eps in run_at else [], labels):
             key = f"{eps_key(eps)}|{label}"
             saved = state.get(key)
             if saved is not None:

@@ -37,6 +37,8 @@ class EvalConfig(BaseModel):
                                      description="attacks run on every attacked example at every ε (the curves)")
     worst_case: str | list[Component] = Field("standard", description="AutoAttack-style sequence after the curves: "
                                               "a preset name (standard) or a list of attacks; [] for none")
+    worst_case_epsilons: list[float] | None = Field(None, description="ε (×1/255) at which the worst-case "
+                                                    "sequence runs; None = every ε. Elsewhere: curves + ε-nesting")
     check_epsilon: float = Field(128, gt=0, description="ε (×1/255) of the 'large ε breaks the model' self-check")
     corruptions: list[str] = ["gaussian-noise", "gaussian-blur", "contrast", "jpeg"]
     severities: list[int] = [1, 2, 3, 4, 5]
@@ -158,7 +160,8 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
                           None if test_text is None else test_text[torch.as_tensor(subset)], bs)
     per_attack = adversarial.curves(target, cfg.attacks, cfg.epsilons, EVAL_SEED)  # name -> ε -> [n]
     state = adversarial.SequenceState(state_path, adversarial.model_digest(model))
-    worst, broke = adversarial.worst_case(target, per_attack, cfg.epsilons, cfg.sequence(), EVAL_SEED, state)
+    worst, broke = adversarial.worst_case(target, per_attack, cfg.epsilons, cfg.sequence(), EVAL_SEED, state,
+                                          run_at=cfg.worst_case_epsilons)
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}

@@ -138,7 +138,9 @@ def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtim
         "epsilons": [eps_key(e) for e in cfg.evaluation.epsilons],
         "reference_epsilon": eps_key(cfg.evaluation.reference_epsilon),
         "attack": f"L∞ image attacks on {cfg.evaluation.max_adversarial} fixed test images: curves {attacks} "
-                  f"(every example, every ε); then the worst-case sequence {sequence} (AutoAttack style: each "
+                  f"(every example, every ε); then the worst-case sequence {sequence} at ε "
+                  f"{'all' if cfg.evaluation.worst_case_epsilons is None else cfg.evaluation.worst_case_epsilons}"
+                  f" (×1/255; AutoAttack style: each "
                   f"attack only on examples still correct); robust accuracy = per-example worst case over all. "
                   f"Image+report models: the image is attacked with the report left clean",
         "corruptions": cfg.evaluation.corruptions, "severities": cfg.evaluation.severities,
