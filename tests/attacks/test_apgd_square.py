@@ -253,20 +253,35 @@ def test_square_on_volumes_uses_cubes_and_rejects_other_shapes():
         attack("square")(model, x.flatten(1), y, eps=0.1, task=task)
 
 
+class ModeRecorder(nn.Module):
+    """Records ``self.training`` at every forward pass."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.modes = model, []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.model(x)
+
+
 @pytest.mark.parametrize("name,params", [("apgd-ce", {}), ("apgd-dlr", {"norm": "l2"}), ("square", {}),
                                          ("pgd", {"norm": "l2"})])
-def test_mode_restored_and_param_grads_untouched(trained_classifier, name, params):
+def test_eval_mode_during_attack_restored_after_and_param_grads_untouched(trained_classifier, name, params):
     model, x, y, task = trained_classifier
-    model.zero_grad(set_to_none=True)
-    model.train()
+    recorder = ModeRecorder(model)
+    recorder.zero_grad(set_to_none=True)
+    recorder.train()
     try:
-        attack(name, **params)(model, x[:8], y[:8], eps=1 / 255, task=task)
-        assert model.training, "attack must restore train mode"
+        attack(name, **params)(recorder, x[:8], y[:8], eps=1 / 255, task=task)
+        assert recorder.modes and not any(recorder.modes), "the model must be in eval mode during the attack"
+        assert recorder.training and model.training, "attack must restore train mode"
         assert all(p.grad is None for p in model.parameters()), "attacks must not accumulate parameter gradients"
     finally:
         model.eval()
-    attack(name, **params)(model, x[:8], y[:8], eps=1 / 255, task=task)
-    assert not model.training
+    recorder.eval()
+    attack(name, **params)(recorder, x[:8], y[:8], eps=1 / 255, task=task)
+    assert not recorder.training
 
 
 @pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr", "square"])

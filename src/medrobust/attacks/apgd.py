@@ -40,9 +40,10 @@ Losses (logits ``z`` ``[N, K]``, ``π`` = the indices sorting ``z`` in decreasin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from math import ceil
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field

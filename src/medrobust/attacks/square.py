@@ -114,7 +114,7 @@ class Square:
     @staticmethod
     def _side(p: float, spatial: tuple[int, ...]) -> int:
         """Window side ``round((p·∏ sizes)^{1/d})`` clipped to ``[1, min(sizes)]``."""
-        side = int(round((p * math.prod(spatial)) ** (1 / len(spatial))))
+        side = round((p * math.prod(spatial)) ** (1 / len(spatial)))
         return max(1, min(side, min(spatial)))
 
     @staticmethod
