@@ -19,6 +19,29 @@ def tiny_overrides(out_dir: Path) -> list[str]:
             "evaluation.max_adversarial=20", "device=cpu"]
 
 
+class _ZeroGrad(torch.autograd.Function):
+    """Identity forward, zero backward: hides gradients without changing predictions."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.zeros_like(g)
+
+
+class GradientMasked(torch.nn.Module):
+    """``model`` with its input gradients masked (for gradient-masking checks and gradient-free attacks)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(_ZeroGrad.apply(x))
+
+
 @pytest.fixture(scope="session")
 def synthetic_small():
     from medrobust.data.synthetic import SyntheticParams, load_synthetic

@@ -12,6 +12,7 @@ from medrobust.attacks.base import AttackInputError
 from medrobust.attacks.square import p_schedule
 from medrobust.data.base import Task
 from medrobust.evaluation.metrics import per_example_accuracy
+from conftest import GradientMasked
 
 FAST = {"apgd-ce": {"steps": 10}, "apgd-dlr": {"steps": 10}, "square": {"n_queries": 50}}
 # (name, params, norm, budgets): L2 budgets are in the same [0, 1] pixel units, larger than L∞ ones
@@ -124,27 +125,6 @@ def test_square_schedule_halves_p_at_rescaled_iterations():
     assert p_schedule(0, 10000, 0.8) == 0.8 and p_schedule(11, 10000, 0.8) == 0.4
     assert p_schedule(600, 10000, 0.8) == 0.8 / 16 and p_schedule(9000, 10000, 0.8) == 0.8 / 512
     assert p_schedule(2, 1000, 0.8) == 0.4  # 2/1000 of the budget = iteration 20 of 10 000
-
-
-class _ZeroGrad(torch.autograd.Function):
-    """Identity forward, zero gradient backward: perfect gradient masking, same decisions."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.zeros_like(g)
-
-
-class GradientMasked(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(_ZeroGrad.apply(x))
 
 
 def test_square_breaks_a_gradient_masked_model(trained_classifier):

@@ -7,6 +7,7 @@ import torch
 from medrobust.evaluation import adversarial, checks
 from medrobust.evaluation.adversarial import AttackTarget, SequenceState, curves, worst_case
 from medrobust.schema import Component
+from conftest import GradientMasked
 
 EPS = [0.0, 1.0, 2.0, 4.0]
 CURVES = [Component(name="fgsm")]
@@ -66,29 +67,8 @@ def test_interrupted_worst_case_resumes_to_the_same_result(target, tmp_path, mon
     assert SequenceState(path, "m").get("1|pgd[0]") is not None
 
 
-class ZeroGrad(torch.autograd.Function):
-    """Identity forward, zero backward: hides gradients without changing predictions."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.zeros_like(g)
-
-
-class Masked(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(ZeroGrad.apply(x))
-
-
 def test_self_checks_flag_masked_gradients(target):
-    masked = AttackTarget(Masked(target.model), target.images, target.labels, target.task, batch_size=64)
+    masked = AttackTarget(GradientMasked(target.model), target.images, target.labels, target.task, batch_size=64)
     pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
     g = torch.Generator().manual_seed(0)
     big_masked = float(masked.accuracy_under(pgd, 128, g).mean())
