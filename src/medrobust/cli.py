@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="rebuild the report of a study folder from its results store")
     r.add_argument("study_dir", help="the study folder (holds runs.sqlite, study.yaml, setup.json)")
 
-    d = sub.add_parser("data", help="write the synthetic data set to disk, or inspect a data file")
+    d = sub.add_parser("data", help="write the synthetic data set (or VQA questions about it), or inspect a data file")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     w = dsub.add_parser("synthetic", help="write the embedded synthetic data set as MedMNIST-style .npz and a "
                         "JSONL image-report manifest (PNG images)")
@@ -36,6 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--n-per-site", type=int, default=900)
     w.add_argument("--image-size", type=int, default=28)
     w.add_argument("--task", choices=("abnormal", "findings"), default="abnormal")
+    q = dsub.add_parser("vqa", help="write closed-set VQA questions about the synthetic images as VQA-RAD json",
+                        description="Generate yes/no and side/zone/size/severity questions from the findings of the "
+                        "synthetic data set (the rows the study uses for --split) and write them in the VQA-RAD json "
+                        "layout; images are named synthetic_<site>_<row>.png.")
+    q.add_argument("--out", required=True, help="the json file to write")
+    q.add_argument("--seed", type=int, default=0, help="data seed, also seeds the question draw")
+    q.add_argument("--n-per-site", type=int, default=900)
+    q.add_argument("--image-size", type=int, default=28)
+    q.add_argument("--split", choices=("train", "test", "holdout"), default="train")
+    q.add_argument("--holdout-sites", nargs="*", default=["D"], metavar="SITE",
+                   help="sites kept out of train/test, as data.holdout_sites of the study (default: D)")
+    q.add_argument("--per-image", type=int, default=None, help="at most this many questions per image")
+    q.add_argument("--no-balance", dest="balance", action="store_false",
+                   help="ask every presence question (yes/no then follows the ~20%% prevalence)")
     i = dsub.add_parser("inspect", help="describe a MedMNIST .npz or a JSONL manifest")
     i.add_argument("path")
 
@@ -79,6 +93,8 @@ def cmd_data(args) -> int:
 
         print(describe(args.path))
         return 0
+    if args.data_command == "vqa":
+        return cmd_data_vqa(args)
     from pathlib import Path
 
     from medrobust.data.synthetic import SyntheticParams, load_synthetic
@@ -91,6 +107,27 @@ def cmd_data(args) -> int:
     manifest = write_manifest(ds, out / "manifest")
     print(f"wrote {npz} (MedMNIST layout, images only)")
     print(f"wrote {manifest} (JSONL image-report manifest with PNG images, labels, sites, splits)")
+    return 0
+
+
+def cmd_data_vqa(args) -> int:
+    from medrobust.data.base import DataError
+    from medrobust.data.synthetic import SyntheticParams, load_synthetic
+    from medrobust.data.vqa import generate_vqa, image_names_for, study_split, write_vqa_json
+
+    try:
+        params = SyntheticParams(seed=args.seed, n_per_site=args.n_per_site, image_size=args.image_size)
+    except ValueError as exc:  # pydantic's ValidationError names the option and the bound
+        raise DataError(f"synthetic data: {exc}") from None
+    ds = load_synthetic(params)
+    split = study_split(ds, args.split, args.holdout_sites)
+    entries = generate_vqa(split, image_names_for(split, ds.site_names), seed=args.seed, per_image=args.per_image,
+                           balance=args.balance)
+    path = write_vqa_json(args.out, entries)
+    closed = [e for e in entries if e["answer_type"] == "CLOSED"]
+    yes = sum(e["answer"] == "yes" for e in closed)
+    print(f"wrote {path}: {len(entries)} questions on {len(split)} {args.split} images "
+          f"({len(closed)} CLOSED, {len(entries) - len(closed)} OPEN; {yes} of {len(closed)} yes/no answers are yes)")
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medrobust.engine.train import FitConfig
 from medrobust.evaluation.robustness import EvalConfig
@@ -30,6 +30,37 @@ class DataConfig(BaseModel):
     params: dict[str, Any] = {}
 
 
+class Arm(Component):
+    """A method of the study grid with its parameters; ``label_fractions`` narrows the study's fractions for
+    this arm (e.g. ablations at the sparse-label fraction only)."""
+
+    label_fractions: list[float] | None = None
+
+    @property
+    def label(self) -> str:
+        """``robust-mmr`` or, with parameters, ``robust-mmr(domain_weight=0)`` (how tables name the arm)."""
+        if not self.params:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in sorted(self.params.items()))})"
+
+
+class MultimodalConfig(BaseModel):
+    """Image+report arms: the fusion architecture and the downstream tasks beyond classification."""
+
+    model_config = ConfigDict(extra="forbid")
+    fusion: Component | None = Field(None, description="e.g. {name: fusion, dim: 64, depth: 1}: image patch and "
+                                     "report tokens in one transformer; null = late concatenation of features")
+    tasks: list[Literal["retrieval", "vqa"]] = Field([], description="downstream tasks besides classification")
+    retrieval_pairs: int = Field(200, ge=10, description="in-site test pairs in the retrieval gallery")
+    report_edits: int = Field(2, ge=1, description="words replaced in the perturbed / adversarial report conditions")
+    vqa_questions: int = Field(600, ge=10, description="test questions scored per split (fixed subset)")
+
+    @field_validator("fusion", mode="before")
+    @classmethod
+    def _fusion(cls, v: Any) -> Any:
+        return None if v is None else as_component(v)
+
+
 class FinetuneConfig(FitConfig):
     mode: Literal["full", "linear"] = Field("full", description="pre-trained arms: fine-tune all or a linear probe")
 
@@ -39,7 +70,7 @@ class StudyConfig(BaseModel):
     name: str = "study"
     output_dir: str = Field("results/{name}", description="study folder (store, checkpoints, report); {name} expands")
     data: DataConfig = DataConfig()
-    methods: list[Component] = [Component(name=m) for m in ("supervised", "supervised-multimodal", "simclr", "clip")]
+    methods: list[Arm] = [Arm(name=m) for m in ("supervised", "supervised-multimodal", "simclr", "clip")]
     label_fractions: list[float] = [0.1, 1.0]
     seeds: list[int] = [0, 1, 2]
     image_encoder: Component = Component(name="cnn")
@@ -47,6 +78,7 @@ class StudyConfig(BaseModel):
     pretrain: FitConfig = FitConfig(steps=150, batch_size=256, lr=2e-3)
     finetune: FinetuneConfig = FinetuneConfig(steps=150, batch_size=64, lr=2e-3)
     evaluation: EvalConfig = EvalConfig()
+    multimodal: MultimodalConfig = MultimodalConfig()
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
 
@@ -63,7 +95,17 @@ class StudyConfig(BaseModel):
     def _methods(cls, v: Any) -> Any:
         if isinstance(v, (str, dict)):
             v = [v]
-        return [as_component(m) for m in v] if isinstance(v, list) else v
+        if not isinstance(v, list):
+            return v
+        out = []
+        for m in v:
+            fractions = None
+            if isinstance(m, dict) and "params" not in m:
+                m = dict(m)
+                fractions = m.pop("label_fractions", None)
+            m = as_component(m)
+            out.append({**m, "label_fractions": fractions} if isinstance(m, dict) and fractions is not None else m)
+        return out
 
     @field_validator("image_encoder", "text_encoder", mode="before")
     @classmethod
@@ -77,6 +119,15 @@ class StudyConfig(BaseModel):
         if bad or not v:
             raise ValueError(f"label fractions must lie in (0, 1], got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _arm_fractions(self) -> "StudyConfig":
+        for m in self.methods:
+            extra = [f for f in (m.label_fractions or []) if f not in self.label_fractions]
+            if extra or m.label_fractions == []:
+                raise ValueError(f"methods: {m.label}: label_fractions {m.label_fractions} must be a non-empty "
+                                 f"subset of the study's label_fractions {self.label_fractions}")
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -147,6 +198,8 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
               ("image_encoder", "encoder", cfg.image_encoder.name, cfg.image_encoder.params),
               ("text_encoder", "encoder", cfg.text_encoder.name, cfg.text_encoder.params)]
     checks += [(f"methods[{i}]", "method", m.name, m.params) for i, m in enumerate(cfg.methods)]
+    if cfg.multimodal.fusion is not None:
+        checks.append(("multimodal.fusion", "encoder", cfg.multimodal.fusion.name, cfg.multimodal.fusion.params))
     checks += [(f"evaluation.attacks[{i}]", "attack", a.name, a.params) for i, a in enumerate(cfg.evaluation.attacks)]
     checks += [(f"evaluation.worst_case[{i}]", "attack", a.name, a.params)
                for i, a in enumerate(cfg.evaluation.sequence())]
@@ -164,9 +217,9 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
             except ValidationError as exc:
                 prefix = key if family != "data" else "data"
                 raise ConfigError(f"{where}: " + "; ".join(_describe(e, component.Params, prefix) for e in exc.errors())) from None
-    names = [m.name for m in cfg.methods]
+    names = [m.label for m in cfg.methods]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: 'methods' lists a method twice: {names}")
+        raise ConfigError(f"{where}: 'methods' lists an arm twice (same method and parameters): {names}")
 
 
 def _describe(error: dict, model: type[BaseModel], prefix: str = "") -> str:

@@ -275,3 +275,22 @@ def test_bad_inputs_are_rejected(trained_classifier, name):
         attack(name)(model, bad, y[:4], eps=1 / 255, task=task)
     with pytest.raises(AttackInputError, match="eps"):
         attack(name)(model, x[:4], y[:4], eps=-1.0, task=task)
+
+
+def test_square_on_an_image_report_model_queries_each_example_with_its_own_report():
+    """Square attacks the examples not yet fooled: the bound report features must follow that subset."""
+    from medrobust import registry
+    from medrobust.models.heads import Classifier, FixedReport
+    from medrobust.models.text import TextTransformer
+
+    torch.manual_seed(0)
+    model = Classifier(registry.get("encoder", "cnn")(1, 2, 28, [0.5], [0.25]), 2, TextTransformer(50)).eval()
+    x, tokens = torch.rand(12, 1, 28, 28), torch.randint(4, 50, (12, 8))
+    fixed = FixedReport(model, tokens)
+    y = fixed(x).argmax(1)  # every example starts correct
+    y[:4] = 1 - y[:4]  # ... except four, so the first query leaves a strict subset active
+    square = registry.get("attack", "square")(registry.get("attack", "square").Params(n_queries=30))
+    x_adv = square(fixed, x, y, eps=64 / 255, task=Task("binary", ("a", "b")), generator=torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 64 / 255 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    sub = fixed.select(torch.tensor([5, 7]))
+    assert torch.allclose(sub(x[[5, 7]]), model(x[[5, 7]], tokens[[5, 7]]), atol=1e-6)

@@ -76,3 +76,38 @@ def test_run_keys_survive_saving_and_reloading_the_config(tmp_path):
     assert [r.key for r in expand(cfg, True)[0]] == [r.key for r in expand(again, True)[0]]
     changed = load_config(saved, ["evaluation.check_epsilon=64"])
     assert [r.key for r in expand(changed, True)[0]] != [r.key for r in expand(cfg, True)[0]]
+
+
+def test_arms_with_parameters_are_labelled_and_may_narrow_the_fractions():
+    from medrobust.study.spec import expand
+
+    cfg = validate({"methods": ["supervised-multimodal", "robust-mmr",
+                                {"name": "robust-mmr", "domain_weight": 0, "label_fractions": [0.1]}],
+                    "label_fractions": [0.1, 1.0], "seeds": [0], "multimodal": {"fusion": "fusion"}})
+    assert [m.label for m in cfg.methods] == ["supervised-multimodal", "robust-mmr", "robust-mmr(domain_weight=0)"]
+    assert cfg.methods[2].params == {"domain_weight": 0} and cfg.methods[2].label_fractions == [0.1]
+    runs, _ = expand(cfg, has_text=True)
+    per_arm = {}
+    for r in runs:
+        per_arm.setdefault(r.method.label, []).append(r.fraction)
+    assert per_arm == {"supervised-multimodal": [0.1, 1.0], "robust-mmr": [0.1, 1.0],
+                       "robust-mmr(domain_weight=0)": [0.1]}
+    assert len({r.key for r in runs}) == len(runs)
+    assert len({r.pretrain_key for r in runs if r.method.name == "robust-mmr"}) == 2  # the ablation pre-trains anew
+    with pytest.raises(ConfigError, match="subset of the study's label_fractions"):
+        validate({"methods": [{"name": "simclr", "label_fractions": [0.5]}], "label_fractions": [0.1]})
+    with pytest.raises(ConfigError, match="lists an arm twice"):
+        validate({"methods": ["simclr", {"name": "simclr"}]})
+    with pytest.raises(ConfigError, match="multimodal.tasks"):
+        validate({"multimodal": {"tasks": ["segmentation"]}})
+    with pytest.raises(ConfigError, match="multimodal.fusion"):
+        validate({"multimodal": {"fusion": {"name": "fusion", "depht": 2}}})
+
+
+def test_fusion_and_tasks_change_only_the_keys_of_image_report_arms():
+    from medrobust.study.spec import expand
+
+    base = {"methods": ["supervised", "supervised-multimodal"], "seeds": [0], "label_fractions": [1.0]}
+    a, _ = expand(validate(base), has_text=True)
+    b, _ = expand(validate({**base, "multimodal": {"fusion": "fusion", "tasks": ["vqa"]}}), has_text=True)
+    assert a[0].key == b[0].key and a[1].key != b[1].key

@@ -64,3 +64,28 @@ def test_fixed_report_equals_full_model_and_its_gradient():
     fixed(xa).sum().backward()
     model(xb, tokens).sum().backward()
     assert torch.allclose(xa.grad, xb.grad, atol=1e-6)
+
+
+def test_late_fusion_classifier_drops_a_missing_modality():
+    torch.manual_seed(0)
+    image = registry.get("encoder", "cnn")(1, 2, 28, [0.5], [0.25])
+    model = Classifier(image, 3, TextTransformer(50)).eval()
+    x, tokens = torch.rand(4, 1, 28, 28), torch.randint(4, 50, (4, 10))
+    w_img = model.head.weight[:, : image.feature_dim]
+    w_txt = model.head.weight[:, image.feature_dim:]
+    with torch.no_grad():
+        img_only = model(x, missing="report")
+        txt_only = model(None, tokens, missing="image")
+        assert torch.allclose(img_only, image(x) @ w_img.T + model.head.bias, atol=1e-5)
+        assert torch.allclose(txt_only, model.text_features(tokens) @ w_txt.T + model.head.bias, atol=1e-5)
+        both = model(x, tokens)
+        # late fusion is additive in the logits: joint = image-only + report-only - bias
+        assert torch.allclose(both, img_only + txt_only - model.head.bias, atol=1e-5)
+        emb = model.text_encoder.embed(tokens)
+        assert torch.allclose(model.text_features_from_embeddings(emb, tokens), model.text_features(tokens))
+    with pytest.raises(ValueError, match="needs report tokens"):
+        model(x)
+    with pytest.raises(ValueError, match="missing must be"):
+        model(x, tokens, missing="text")
+    with pytest.raises(ValueError, match="cannot drop its image"):
+        Classifier(image, 3)(None, missing="image")

@@ -161,8 +161,19 @@ def test_missing_holdout_is_left_out():
 def test_report_reliance_of_image_report_arms_is_stated_from_the_numbers():
     mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.55)]
     text = answer.answer(mm, SETUP)
-    assert "report left clean" in text
+    assert "leave the report clean" in text
     assert "supervised at 10% labels 90.0% → 55.0%" in text and "simclr at 10% labels 90.0% → 55.0%" in text
     other = answer.answer([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.70)], SETUP)
     assert "90.0% → 70.0%" in other
-    assert "report left clean" not in answer.answer(grid(), SETUP)
+    assert "leave the report clean" not in answer.answer(grid(), SETUP)
+
+
+def test_report_side_attacks_are_stated_at_their_largest_budget():
+    mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.55)]
+    for r in mm:
+        low = 0.30 if r["method"] == "simclr" else 0.20
+        r["metrics"]["report_attacks"] = {"report-word-substitution": {"1": 0.8, "3": low + 0.01 * r["seed"]}}
+    text = answer.answer(mm, SETUP)
+    assert "report-word-substitution at budget 3:" in text
+    assert "supervised at 10% labels 21.0%" in text and "simclr at 10% labels 31.0%" in text
+    assert "report-word-substitution" not in answer.answer(grid(noreport=0.55), SETUP)

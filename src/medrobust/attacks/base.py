@@ -103,3 +103,14 @@ def loss_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task
 def errors(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
     """``[N]`` fraction of wrong decisions (0 = fully correct); attacks keep the iterate maximising it."""
     return 1.0 - per_example_accuracy(logits, y, task)
+
+
+def restrict(model: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """``model`` for the examples ``idx`` of the batch it was bound to.
+
+    Models that carry per-example inputs besides the image (a fixed report, a question) expose
+    ``select(idx)``; plain image models are returned unchanged. Attacks that query a subset of the batch
+    (Square on the examples not yet fooled) call this.
+    """
+    select = getattr(model, "select", None)
+    return model if select is None else select(idx)

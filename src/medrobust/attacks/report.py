@@ -82,7 +82,7 @@ class EmbeddingForward(nn.Module):
             self.eot_samples = model.eot_samples
 
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
-        feats = self.model.text_encoder.forward_embeddings(self.emb + delta, self.tokens)  # [N, D]
+        feats = self.model.text_features_from_embeddings(self.emb + delta, self.tokens)  # [N, D]
         return self.model(self.image, text_features=feats)
 
 
@@ -166,7 +166,7 @@ class ReportEmbeddingPGD:
             emb = model.text_encoder.embed(tokens)  # [N, L, D]
             mask = ((tokens != PAD) & (tokens != CLS)).unsqueeze(-1).to(emb.dtype)  # [N, L, 1]
             best = self._run(EmbeddingForward(model, image, tokens, emb), emb, mask, radius, y, task, generator)
-            feats = model.text_encoder.forward_embeddings(emb + best, tokens)  # [N, D]
+            feats = model.text_features_from_embeddings(emb + best, tokens)  # [N, D]
         return AdversarialPair(image, feats, None, None, None)
 
     def _run(self, f: EmbeddingForward, emb, mask, radius, y, task, generator) -> torch.Tensor:

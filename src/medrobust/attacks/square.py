@@ -33,7 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medrobust.attacks.base import check_inputs, eot_samples, errors, eval_mode, predict
+from medrobust.attacks.base import check_inputs, eot_samples, errors, eval_mode, predict, restrict
 from medrobust.data.base import Task
 from medrobust.registry import register
 
@@ -104,7 +104,7 @@ class Square:
             if same.any():
                 flipped = torch.where(mask, (xa - eps * sign).clamp(0.0, 1.0), ba)
                 prop = torch.where(same.view(-1, *([1] * (x.ndim - 1))), flipped, prop)
-            logits = predict(model, prop, samples)
+            logits = predict(restrict(model, active), prop, samples)
             e, l = errors(logits, y[active], task), margin_loss(logits, y[active], task)
             accept = (e > err[active]) | ((e == err[active]) & (l < loss[active]))
             keep = active[accept]

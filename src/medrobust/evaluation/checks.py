@@ -59,11 +59,24 @@ def above_chance(clean_acc: float, labels, multilabel: bool) -> dict:
 
 
 
-def large_eps_breaks(acc: float, eps: float, image_only_note: str = "") -> dict:
-    """An (almost) unbounded image attack must drive accuracy near 0; otherwise gradients are suspect."""
+def large_eps_breaks(acc: float, eps: float, image_only_note: str = "",
+                     gradient_free_acc: float | None = None) -> dict:
+    """An (almost) unbounded image attack must drive accuracy near 0; otherwise gradients are suspect.
+
+    ``gradient_free_acc`` (image+report models, image pathway): what a gradient-free attack leaves at the same
+    ε. When it cannot break the model either, the image alone cannot flip those decisions (bounded image
+    influence, a property of the model), which is not gradient masking: the check then passes if the gradient
+    attack is at least as strong as the gradient-free one.
+    """
     passed = acc < 0.05
-    detail = (f"PGD at ε={eps:g}/255 leaves {acc:.3f} accuracy{image_only_note}"
-              + ("" if passed else " — should be near 0: gradient masking or a broken attack suspected"))
+    detail = f"PGD at ε={eps:g}/255 leaves {acc:.3f} accuracy{image_only_note}"
+    if not passed and gradient_free_acc is not None and acc <= gradient_free_acc + 0.02:
+        passed = True
+        detail += (f"; the gradient-free Square attack leaves {gradient_free_acc:.3f}: the image alone cannot flip "
+                   "these decisions (bounded image influence), not gradient masking")
+    elif not passed:
+        detail += (" — should be near 0: gradient masking or a broken attack suspected"
+                   + ("" if gradient_free_acc is None else f" (gradient-free Square leaves {gradient_free_acc:.3f})"))
     return {"name": "large_eps_breaks", "passed": passed, "detail": detail}
 
 

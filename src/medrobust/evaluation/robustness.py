@@ -151,8 +151,13 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
         metrics["holdout"] = _summary(_predict(model, data.holdout_images, holdout_text, bs),
                                       data.holdout_labels, task)
     if model.uses_text:
-        empty = _text_features(model, data.empty_tokens, bs).expand(len(data.test_images), -1)
+        empty = _text_features(model, data.empty_tokens, bs)
+        empty = empty.expand(len(data.test_images), *empty.shape[1:])
         metrics["noreport"] = _summary(_predict(model, data.test_images, empty, bs), data.test_labels, task)
+        with torch.no_grad():  # report only: the image dropped (missing modality)
+            report_only = torch.cat([model(None, text_features=test_text[s : s + bs], missing="image")
+                                     for s in range(0, len(test_text), bs)])
+        metrics["noimage"] = _summary(report_only, data.test_labels, task)
 
     note("attacks")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
@@ -196,12 +201,18 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
     # report can legitimately keep the decision whatever the image
     large, note = target, ""
     if model.uses_text:
-        empty = model.text_features(torch.as_tensor(data.empty_tokens)).detach().expand(n, -1)
+        empty = model.text_features(torch.as_tensor(data.empty_tokens)).detach()
+        empty = empty.expand(n, *empty.shape[1:])
         large, note = AttackTarget(model, target.images, target.labels, target.task, empty, target.batch_size), \
             " (image pathway, report removed)"
     pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
     big = large.accuracy_under(pgd, cfg.check_epsilon, torch.Generator().manual_seed(EVAL_SEED))
-    out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note))
+    free = None
+    if model.uses_text and float(big.mean()) >= 0.05:  # can the image move these decisions at all?
+        square = adversarial.build_attack(Component(name="square", params={"n_queries": 300}))
+        free = float(large.accuracy_under(square, cfg.check_epsilon,
+                                          torch.Generator().manual_seed(EVAL_SEED)).mean())
+    out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note, free))
     out.append(checks.gradients_nonzero(adversarial.gradient_norms(target)))
     if ref in worst:
         noise = adversarial.random_noise_accuracy(target, ref, EVAL_SEED)

@@ -38,21 +38,35 @@ class Classifier(nn.Module):
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, L] -> [N, D_txt]
         return self.text_encoder.forward_features(tokens)
 
-    def features(self, image: torch.Tensor, tokens: torch.Tensor | None = None,
-                 text_features: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features_from_embeddings(self, emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Report features from (perturbed) token embeddings ``[N, L, D]``: what report-side attacks perturb."""
+        return self.text_encoder.forward_embeddings(emb, tokens)
+
+    def features(self, image: torch.Tensor | None, tokens: torch.Tensor | None = None,
+                 text_features: torch.Tensor | None = None, missing: str | None = None) -> torch.Tensor:
+        """``missing="image"`` / ``"report"`` drops that modality: its features are zeros (late fusion)."""
+        if missing not in (None, "image", "report"):
+            raise ValueError(f"missing must be None, 'image' or 'report', got {missing!r}")
+        if missing == "image":
+            if self.text_encoder is None:
+                raise ValueError("an image-only classifier cannot drop its image")
+            text = self.text_features(tokens) if text_features is None else text_features
+            return torch.cat([text.new_zeros(len(text), self.image_encoder.feature_dim), text], dim=1)
         feats = self.image_encoder.forward_features(image)  # [N, D_img]
         if self.text_encoder is not None:
-            if text_features is None:
+            if missing == "report":
+                text_features = feats.new_zeros(len(feats), self.text_encoder.feature_dim)
+            elif text_features is None:
                 if tokens is None:
-                    raise ValueError("this image+report classifier needs report tokens")
+                    raise ValueError("this image+report classifier needs report tokens (or missing='report')")
                 text_features = self.text_features(tokens)
             feats = torch.cat([feats, text_features], dim=1)  # [N, D_img + D_txt]
         return feats
 
-    def forward(self, image: torch.Tensor, tokens: torch.Tensor | None = None, *,
-                text_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, image: torch.Tensor | None, tokens: torch.Tensor | None = None, *,
+                text_features: torch.Tensor | None = None, missing: str | None = None) -> torch.Tensor:
         """Logits ``[N, n_outputs]``; ``text_features`` (from :meth:`text_features`) skip the report encoder."""
-        return self.head(self.features(image, tokens, text_features))
+        return self.head(self.features(image, tokens, text_features, missing))
 
     def freeze_encoders(self) -> None:
         """Linear-probe mode: only the head trains."""
@@ -83,6 +97,10 @@ class FixedReport(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image, text_features=self.text_features)
+
+    def select(self, idx: torch.Tensor) -> "FixedReport":
+        """The same function for the examples ``idx`` of the batch (their reports)."""
+        return FixedReport(self.model, text_features=self.text_features[idx])
 
     def bpda_forward(self, image: torch.Tensor) -> torch.Tensor:
         """The differentiable approximation of a non-differentiable model, with the same fixed report."""

@@ -134,8 +134,29 @@ def _report_reliance_line(records: list[dict], setup: dict) -> str:
                 parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(with_report)}% → {fmt_value(without)}%")
     if not parts:
         return ""
-    return ("Image+report arms are attacked on the image only, with the report left clean, and lean on the "
-            "report: clean accuracy with → without the report: " + "; ".join(parts) + ".")
+    return ("Image attacks leave the report clean, and image+report arms lean on the report: clean accuracy "
+            "with → without the report: " + "; ".join(parts) + "." + _report_attack_line(records, setup))
+
+
+def _report_attack_line(records: list[dict], setup: dict) -> str:
+    """The strongest budget of each report-side/joint attack, per image+report arm and label fraction."""
+    names = list(dict.fromkeys(a for r in records for a in ((r.get("metrics") or {}).get("report_attacks") or {})))
+    sentences = []
+    for name in names:
+        budgets = list(dict.fromkeys(b for r in records for b in r["metrics"].get("report_attacks", {}).get(name, {})))
+        top, parts = budgets[-1], []
+        for m in tables.method_order(records, setup):
+            for f in tables.fraction_order(records):
+                mean = tables.summary(records, m, f, lambda r: stats._num(
+                    ((r.get("metrics") or {}).get("report_attacks") or {}).get(name, {}).get(top)))[0]
+                if math.isfinite(mean):
+                    parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(mean)}%")
+        if parts:
+            sentences.append(f"{name} at budget {top}: " + "; ".join(parts))
+    if not sentences:
+        return ""
+    return (" Attacks on the report itself (robust accuracy at the largest budget) — " + ". ".join(sentences)
+            + ". The report is an attack surface too: see the report-side tables.")
 
 
 def _checks_line(records: list[dict]) -> str:

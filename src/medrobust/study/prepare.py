@@ -3,7 +3,7 @@ tokenised reports, and the encoders' input statistics. Done once per study."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,15 +27,19 @@ class PreparedData:
     eval_data: EvalData
     mean: list[float]
     std: list[float]
+    cache: dict = field(default_factory=dict)  # derived data built on first use (e.g. VQA questions)
 
     @property
     def has_text(self) -> bool:
         return self.tokenizer is not None
 
-    def train_tensors(self, index: np.ndarray | None = None, *, labels: bool, text: bool) -> dict[str, torch.Tensor]:
-        """Training tensors (``image``, optionally ``label`` and ``tokens``) for the samples at ``index``."""
+    def train_tensors(self, index: np.ndarray | None = None, *, labels: bool, text: bool,
+                      sites: bool = False) -> dict[str, torch.Tensor]:
+        """Training tensors (``image``, optionally ``label``, ``tokens``, ``site``) for the samples at ``index``."""
         idx = np.arange(len(self.train)) if index is None else index
         out = {"image": torch.as_tensor(self.train.images[idx])}
+        if sites:
+            out["site"] = torch.as_tensor(self.train.sites[idx]).long()
         if labels:
             out["label"] = torch.as_tensor(self.train.labels[idx])
         if text:

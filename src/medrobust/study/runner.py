@@ -42,64 +42,106 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_encoders(cfg: StudyConfig, data: PreparedData, seed: int):
-    """Fresh image (and report) encoders, initialised from ``seed``."""
+    """Fresh image and report encoders and fusion module (``None`` where absent), initialised from ``seed``."""
     torch.manual_seed(seed)
     image_cls = registry.get("encoder", cfg.image_encoder.name)
     shape = data.dataset.image_shape
     image = image_cls(shape[0], len(shape) - 1, shape[-1], data.mean, data.std,
                       image_cls.Params.model_validate(cfg.image_encoder.params))
-    text = None
+    text = fusion = None
     if data.has_text:
         text_cls = registry.get("encoder", cfg.text_encoder.name)
         text = text_cls(data.tokenizer.vocab_size, text_cls.Params.model_validate(cfg.text_encoder.params))
-    return image, text
+        spec = cfg.multimodal.fusion
+        if spec is not None:
+            fusion_cls = registry.get("encoder", spec.name)
+            fusion = fusion_cls(image.feature_dim, text.feature_dim, fusion_cls.Params.model_validate(spec.params))
+    return image, text, fusion
 
 
-def _pretrain(run: RunSpec, cfg: StudyConfig, data: PreparedData, image, text, device, ckpt_dir: Path,
+def _modules(image, text, fusion) -> dict:
+    return {"image": image} | ({"text": text} if text is not None else {}) | \
+        ({"fusion": fusion} if fusion is not None else {})
+
+
+def _pretrain(run: RunSpec, cfg: StudyConfig, data: PreparedData, image, text, fusion, device, ckpt_dir: Path,
               log: Log) -> tuple[float, bool]:
-    """Pre-train (or load the cached) encoders of a self-supervised arm in place; returns (seconds, cached)."""
+    """Pre-train (or load the cached) modules of a self-supervised arm in place; returns (seconds, cached)."""
     path = ckpt_dir / f"{run.method.name}-seed{run.seed}-{run.pretrain_key}.pt"
-    modules = {"image": image} | ({"text": text} if text is not None else {})
+    cls = registry.get("method", run.method.name)
+    use_text = "text" in cls.modalities
+    use_fusion = getattr(cls, "uses_fusion", False)
+    if use_fusion and fusion is None:
+        raise RuntimeError(f"{run.method.label} trains a fusion encoder: set multimodal.fusion (e.g. "
+                           "{name: fusion, dim: 64, depth: 1})")
+    modules = _modules(image, text if use_text else None, fusion if use_fusion else None)
     if path.exists():
         checkpoint.load_modules(path, modules)
         return 0.0, True
-    cls = registry.get("method", run.method.name)
-    use_text = "text" in cls.modalities
-    method = cls(image, text if use_text else None, cls.Params.model_validate(run.method.params), seed=run.seed)
-    log(f"pre-training {run.method.name} (seed {run.seed}) on {len(data.train)} training "
+    kwargs = {"fusion": fusion} if use_fusion else {}
+    method = cls(image, text if use_text else None, cls.Params.model_validate(run.method.params), seed=run.seed,
+                 **kwargs)
+    log(f"pre-training {run.method.label} (seed {run.seed}) on {len(data.train)} training "
         f"{'image-report pairs' if use_text else 'images'}, {cfg.pretrain.steps} steps")
     quarter = max(1, cfg.pretrain.steps // 4)
-    progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.name}: step {step}/{total}")  # noqa: E731
-    result = fit(method, data.train_tensors(labels=False, text=use_text), cfg.pretrain, seed=run.seed, device=device,
-                 progress=progress)
+    progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.label}: step {step}/{total}")  # noqa: E731
+    result = fit(method, data.train_tensors(labels=False, text=use_text, sites=True), cfg.pretrain, seed=run.seed,
+                 device=device, progress=progress)
     if distributed.is_main():
-        checkpoint.save_modules(path, modules, meta={"method": run.method.name, "seed": run.seed,
+        checkpoint.save_modules(path, modules, meta={"method": run.method.label, "seed": run.seed,
                                                      "losses": result.losses[:: max(1, len(result.losses) // 50)]})
     distributed.barrier()
     return result.seconds, False
 
 
+def classifier_for(image, text, fusion, n_outputs: int):
+    """Image-only, late-fusion or fusion-encoder classifier, by what is given."""
+    if text is None:
+        return Classifier(image, n_outputs)
+    if fusion is not None:
+        from medrobust.models.fusion import FusionClassifier
+
+        return FusionClassifier(image, n_outputs, text, fusion)
+    return Classifier(image, n_outputs, text)
+
+
+class Arm:
+    """The modules of one run, freshly initialised (or pre-trained) for each downstream task."""
+
+    def __init__(self, run: RunSpec, cfg: StudyConfig, data: PreparedData, device, ckpt_dir: Path, log: Log):
+        self.run, self.cfg, self.data, self.device, self.ckpt_dir, self.log = run, cfg, data, device, ckpt_dir, log
+        self.method_cls = registry.get("method", run.method.name)
+        ssl = self.method_cls.kind == "self-supervised"
+        self.objective_cls = registry.get("method", self.method_cls.counterpart) if ssl else self.method_cls
+        self.uses_text = "text" in self.objective_cls.modalities
+        self.linear = ssl and cfg.finetune.mode == "linear"
+        self.pretrain_s, self.cached, self.first = 0.0, False, True
+
+    def modules(self):
+        image, text, fusion = build_encoders(self.cfg, self.data, self.run.seed)
+        if self.method_cls.kind == "self-supervised":
+            seconds, cached = _pretrain(self.run, self.cfg, self.data, image, text, fusion, self.device,
+                                        self.ckpt_dir, self.log)
+            if self.first:  # later tasks of the run reload what the first one pre-trained
+                self.pretrain_s, self.cached, self.first = seconds, cached, False
+        return image, (text if self.uses_text else None), (fusion if self.uses_text else None)
+
+    def fit(self, objective: torch.nn.Module, tensors: dict, model: torch.nn.Module):
+        if self.linear:
+            model.freeze_encoders()
+        return fit(objective, tensors, FitConfig(**self.cfg.finetune.model_dump(exclude={"mode"})),
+                   seed=self.run.seed, device=self.device)
+
+
 def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.device, ckpt_dir: Path,
             log: Log) -> dict | None:
     """Train and evaluate one run; the record on rank 0 (None on other ranks)."""
-    method_cls = registry.get("method", run.method.name)
-    image, text = build_encoders(cfg, data, run.seed)
-    pretrain_s, cached = 0.0, False
-    if method_cls.kind == "self-supervised":
-        pretrain_s, cached = _pretrain(run, cfg, data, image, text, device, ckpt_dir, log)
-        objective_cls = registry.get("method", method_cls.counterpart)
-    else:
-        objective_cls = method_cls
-    uses_text = "text" in objective_cls.modalities
-    classifier = Classifier(image, data.dataset.task.n_outputs, text if uses_text else None)
-    linear = method_cls.kind == "self-supervised" and cfg.finetune.mode == "linear"
-    if linear:
-        classifier.freeze_encoders()
-    objective = objective_cls(classifier, data.dataset.task, objective_cls.Params.model_validate(
-        run.method.params if objective_cls is method_cls else {}))
+    arm = Arm(run, cfg, data, device, ckpt_dir, log)
+    classifier = classifier_for(*arm.modules(), data.dataset.task.n_outputs)
+    objective = arm.objective_cls(classifier, data.dataset.task, arm.objective_cls.Params.model_validate(
+        run.method.params if arm.objective_cls is arm.method_cls else {}))
     labeled = label_subset(data.train.labels, run.fraction, run.seed)
-    finetune = fit(objective, data.train_tensors(labeled, labels=True, text=uses_text),
-                   FitConfig(**cfg.finetune.model_dump(exclude={"mode"})), seed=run.seed, device=device)
+    finetune = arm.fit(objective, data.train_tensors(labeled, labels=True, text=arm.uses_text), classifier)
     record = None
     if distributed.is_main():
         start = time.perf_counter()
@@ -107,18 +149,24 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         metrics = evaluate(classifier.cpu(), data.eval_data, cfg.evaluation, state_path=state)
         eval_s = time.perf_counter() - start
         record = {
-            "key": run.key, "method": run.method.name, "fraction": run.fraction, "seed": run.seed,
-            "kind": method_cls.kind, "counterpart": method_cls.counterpart,
-            "modalities": list(objective_cls.modalities),
-            "finetune_mode": "linear" if linear else "full", "method_params": run.method.params,
+            "key": run.key, "method": run.method.label, "method_name": run.method.name, "fraction": run.fraction,
+            "seed": run.seed, "kind": arm.method_cls.kind, "counterpart": arm.method_cls.counterpart,
+            "modalities": list(arm.objective_cls.modalities),
+            "finetune_mode": "linear" if arm.linear else "full", "method_params": run.method.params,
             "metrics": metrics,
-            "timing": {"pretrain_s": pretrain_s, "pretrain_cached": cached, "finetune_s": finetune.seconds,
+            "timing": {"pretrain_s": arm.pretrain_s, "pretrain_cached": arm.cached, "finetune_s": finetune.seconds,
                        "eval_s": eval_s},
             "info": {"n_labeled": int(len(labeled)), "n_train": len(data.train), "n_test": len(data.test),
                      "n_adv": metrics.pop("n_adversarial"),
                      "n_holdout": 0 if data.holdout is None else len(data.holdout),
                      "final_loss": float(np.mean(finetune.losses[-10:]))},
         }
+    if arm.uses_text and cfg.multimodal.tasks:
+        from medrobust.study.downstream import run_downstream
+
+        tasks = run_downstream(arm, labeled)
+        if record is not None:
+            record["multimodal"] = tasks
     distributed.barrier()
     return record
 
@@ -134,7 +182,7 @@ def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtim
     return {
         "study": cfg.name, "data": data.describe(), "task": task,
         "train_sites": [s for s in ds.site_names if s not in held], "holdout_sites": list(cfg.data.holdout_sites),
-        "methods": [m.name for m in cfg.methods], "fractions": cfg.label_fractions, "seeds": cfg.seeds,
+        "methods": [m.label for m in cfg.methods], "fractions": cfg.label_fractions, "seeds": cfg.seeds,
         "epsilons": [eps_key(e) for e in cfg.evaluation.epsilons],
         "reference_epsilon": eps_key(cfg.evaluation.reference_epsilon),
         "attack": f"L∞ image attacks on {cfg.evaluation.max_adversarial} fixed test images: curves {attacks} "

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 
 from medrobust import registry
-from medrobust.config import Component, StudyConfig
+from medrobust.config import Arm, StudyConfig
 
-PROTOCOL_VERSION = 1  # bump when a change to the code changes results for the same config
+PROTOCOL_VERSION = 2  # bump when a change to the code changes results for the same config
 
 
 def _canonical(obj):
@@ -35,7 +35,7 @@ def digest(obj) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
-    method: Component
+    method: Arm
     fraction: float
     seed: int
     key: str
@@ -43,7 +43,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method.name} | {self.fraction:g} labels | seed {self.seed}"
+        return f"{self.method.label} | {self.fraction:g} labels | seed {self.seed}"
 
 
 def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]:
@@ -54,21 +54,25 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
     for method in cfg.methods:
         cls = registry.get("method", method.name)
         if "text" in cls.modalities and not has_text:
-            skipped.append({"method": method.name, "reason": "needs image-report pairs but the data set has no "
+            skipped.append({"method": method.label, "reason": "needs image-report pairs but the data set has no "
                             "report text; it is skipped (image-only methods still run)"})
     skip = {s["method"] for s in skipped}
     for seed in cfg.seeds:
         for method in cfg.methods:
-            if method.name in skip:
+            if method.label in skip:
                 continue
             cls = registry.get("method", method.name)
+            arm = {"name": method.name, "params": method.params}
+            multimodal = cfg.multimodal.model_dump() if "text" in cls.modalities else None
+            fusion = multimodal and multimodal["fusion"]
             pretrain_key = None
             if cls.kind == "self-supervised":
-                pretrain_key = digest({**common, "method": method.model_dump(), "seed": seed,
-                                       "pretrain": cfg.pretrain.model_dump()})
-            for fraction in cfg.label_fractions:
-                key = digest({**common, "method": method.model_dump(), "fraction": fraction, "seed": seed,
+                pretrain_key = digest({**common, "method": arm, "seed": seed, "pretrain": cfg.pretrain.model_dump(),
+                                       **({"fusion": fusion} if getattr(cls, "uses_fusion", False) else {})})
+            for fraction in method.label_fractions or cfg.label_fractions:
+                key = digest({**common, "method": arm, "fraction": fraction, "seed": seed,
                               "pretrain": pretrain_key, "finetune": cfg.finetune.model_dump(),
-                              "evaluation": cfg.evaluation.model_dump()})
+                              "evaluation": cfg.evaluation.model_dump(),
+                              **({"multimodal": multimodal} if multimodal else {})})
                 runs.append(RunSpec(method, fraction, seed, key, pretrain_key))
     return runs, skipped
