@@ -67,12 +67,13 @@ def multimodal_tables(records: list[dict], setup: dict, ref: str | None) -> list
                           _classification_columns(mm, ref)))
         conds = _conditions(mm, "retrieval")
         for key, name in DIRECTIONS:
-            cols = [(f"{c}: R@1", lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "R@1")))
-                    for c in conds[:1]]
-            cols += [(f"{c}: mean rank", lambda r, c=c, k=key: stats._num(
-                _get(r, "multimodal", "retrieval", c, k, "mean_rank")), "s") for c in conds]
-            out.append(_table(mm, setup, f, f"Retrieval {name}: R@1 (%) and mean rank of the match per condition "
-                                            f"(lower rank is better) — {lab} labels", cols))
+            cols = [(c, lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "R@1")))
+                    for c in conds]
+            out.append(_table(mm, setup, f, f"Retrieval {name}: R@1 (%) per condition — {lab} labels", cols))
+            cols = [(c, lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "mean_rank")), "s")
+                    for c in conds]
+            out.append(_table(mm, setup, f, f"Retrieval {name}: mean rank of the match per condition (lower is "
+                                            f"better; the rise over clean is the degradation) — {lab} labels", cols))
         conds = _conditions(mm, "vqa")
         cols = [(c, lambda r, c=c: stats._num(_get(r, "multimodal", "vqa", c, "overall", "accuracy"))) for c in conds]
         cols += [(f"clean {t}", lambda r, t=t: stats._num(_get(r, "multimodal", "vqa", "clean", "answer_type", t,
