@@ -31,17 +31,27 @@ class DataConfig(BaseModel):
 
 
 class Arm(Component):
-    """A method of the study grid with its parameters; ``label_fractions`` narrows the study's fractions for
-    this arm (e.g. ablations at the sparse-label fraction only)."""
+    """A method of the study grid with its parameters, optionally a ``defense`` (a registered defense applied
+    when fine-tuning / wrapping the model); ``label_fractions`` narrows the study's fractions for this arm
+    (e.g. ablations at the sparse-label fraction only)."""
 
     label_fractions: list[float] | None = None
+    defense: Component | None = None
 
     @property
     def label(self) -> str:
-        """``robust-mmr`` or, with parameters, ``robust-mmr(domain_weight=0)`` (how tables name the arm)."""
-        if not self.params:
-            return self.name
-        return f"{self.name}({', '.join(f'{k}={v}' for k, v in sorted(self.params.items()))})"
+        """``robust-mmr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at`` (how tables name the arm)."""
+        name = _with_params(self.name, self.params)
+        return name if self.defense is None else f"{name} + {_with_params(self.defense.name, self.defense.params)}"
+
+    @property
+    def base_label(self) -> str:
+        """The undefended arm this one is compared with (itself when it has no defense)."""
+        return _with_params(self.name, self.params)
+
+
+def _with_params(name: str, params: dict) -> str:
+    return name if not params else f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
 
 
 class MultimodalConfig(BaseModel):
@@ -99,12 +109,14 @@ class StudyConfig(BaseModel):
             return v
         out = []
         for m in v:
-            fractions = None
+            own = {}
             if isinstance(m, dict) and "params" not in m:
                 m = dict(m)
-                fractions = m.pop("label_fractions", None)
+                own = {k: m.pop(k) for k in ("label_fractions", "defense") if k in m}
+                if own.get("defense") is not None:
+                    own["defense"] = as_component(own["defense"])
             m = as_component(m)
-            out.append({**m, "label_fractions": fractions} if isinstance(m, dict) and fractions is not None else m)
+            out.append({**m, **own} if isinstance(m, dict) else m)
         return out
 
     @field_validator("image_encoder", "text_encoder", mode="before")
@@ -198,6 +210,8 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
               ("image_encoder", "encoder", cfg.image_encoder.name, cfg.image_encoder.params),
               ("text_encoder", "encoder", cfg.text_encoder.name, cfg.text_encoder.params)]
     checks += [(f"methods[{i}]", "method", m.name, m.params) for i, m in enumerate(cfg.methods)]
+    checks += [(f"methods[{i}].defense", "defense", m.defense.name, m.defense.params)
+               for i, m in enumerate(cfg.methods) if m.defense is not None]
     if cfg.multimodal.fusion is not None:
         checks.append(("multimodal.fusion", "encoder", cfg.multimodal.fusion.name, cfg.multimodal.fusion.params))
     checks += [(f"evaluation.attacks[{i}]", "attack", a.name, a.params) for i, a in enumerate(cfg.evaluation.attacks)]

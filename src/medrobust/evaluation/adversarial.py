@@ -50,6 +50,24 @@ def build_attack(spec: Component):
     return cls(cls.Params(**spec.params))
 
 
+class WithoutEOT(nn.Module):
+    """A randomised model presented as deterministic: attacks then use one noisy gradient per step (no EOT).
+
+    Only for showing what a naive evaluation would report next to the EOT one; never the headline number.
+    """
+
+    randomized = False
+    non_differentiable = False
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.uses_text = getattr(model, "uses_text", False)
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
 @dataclass
 class AttackTarget:
     """The attacked examples and the image -> logits function for any batch of them.

@@ -171,6 +171,12 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
     metrics["worst_case"] = {"sequence": [s.name for s in cfg.sequence()], "broke": broke}
+    if getattr(model, "randomized", False):  # what an attack that ignores the randomness would report
+        blind = AttackTarget(adversarial.WithoutEOT(model), target.images, target.labels, task, target.text_feats, bs)
+        pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
+        ref = cfg.reference_epsilon
+        metrics["attacks"]["pgd_without_eot"] = {eps_key(ref): float(blind.accuracy_under(
+            pgd, ref, torch.Generator().manual_seed(EVAL_SEED)).mean())}
     clean_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
     attack_checks = _attack_checks(target, data, model, subset, clean_subset, per_attack, worst, cfg)
 

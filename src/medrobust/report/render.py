@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from medrobust.fileio import atomic_write_text
+from medrobust.report.defenses import defense_tables
 from medrobust.report.multimodal import multimodal_tables
 from medrobust.report import answer as answer_mod
 from medrobust.report import plots, stats, tables
@@ -145,6 +146,15 @@ def build_blocks(records: list[dict], setup: dict, figures: dict[str, Path | Non
     table(tables.metric_table(records, setup, ms["noreport_acc"],
                               title="Image+report arms: accuracy with the report removed (%)"))
     table(tables.metric_table(records, setup, ms["time_total"], title="Run time per run (s)"))
+    defended = defense_tables(records, setup, ref)
+    if defended:
+        b += [("h", 2, "Defenses"),
+              ("md", "Each defended arm next to its undefended arm (same method, label fraction and seeds). Attacks "
+                     "target the whole defended model: EOT for randomised defenses (noise layers), BPDA for "
+                     "non-differentiable ones, the purifier included in the attacked pipeline. Time ratios: "
+                     "(fine-tuning + defense preparation) and clean inference, over the undefended arm's.")]
+        for t in defended:
+            table(t)
     mm = multimodal_tables(records, setup, ref)
     if mm:
         b += [("h", 2, "Multimodal arms: classification, retrieval and VQA per condition"),

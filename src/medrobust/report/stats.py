@@ -151,7 +151,7 @@ MISSING = "—"
 
 
 def _scale(unit: str) -> tuple[float, int]:
-    return {"pct": (100.0, 1), "auc": (1.0, 3), "s": (1.0, 1)}.get(unit, (1.0, 3))
+    return {"pct": (100.0, 1), "auc": (1.0, 3), "s": (1.0, 1), "x": (1.0, 2)}.get(unit, (1.0, 3))
 
 
 def fmt_value(x: object, unit: str = "pct") -> str:

@@ -137,31 +137,45 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
             log: Log) -> dict | None:
     """Train and evaluate one run; the record on rank 0 (None on other ranks)."""
     arm = Arm(run, cfg, data, device, ckpt_dir, log)
-    classifier = classifier_for(*arm.modules(), data.dataset.task.n_outputs)
-    objective = arm.objective_cls(classifier, data.dataset.task, arm.objective_cls.Params.model_validate(
+    task = data.dataset.task
+    model = classifier_for(*arm.modules(), task.n_outputs)
+    defense, defense_s = None, 0.0
+    if run.method.defense is not None:
+        defense_cls = registry.get("defense", run.method.defense.name)
+        defense = defense_cls(defense_cls.Params.model_validate(run.method.defense.params), seed=run.seed)
+        start = time.perf_counter()  # e.g. the purifier trains here, on unlabeled training images only
+        model = defense.wrap(model, torch.as_tensor(data.train.images), device)
+        defense_s = time.perf_counter() - start
+    objective = arm.objective_cls(model, task, arm.objective_cls.Params.model_validate(
         run.method.params if arm.objective_cls is arm.method_cls else {}))
+    if defense is not None:
+        objective = defense.objective(model, task, objective)
     labeled = label_subset(data.train.labels, run.fraction, run.seed)
-    finetune = arm.fit(objective, data.train_tensors(labeled, labels=True, text=arm.uses_text), classifier)
+    finetune = arm.fit(objective, data.train_tensors(labeled, labels=True, text=arm.uses_text), model)
     record = None
     if distributed.is_main():
+        model = model.cpu().eval()
+        inference_s = _inference_seconds(model, data.eval_data, cfg.evaluation.batch_size)
         start = time.perf_counter()
         state = ckpt_dir.parent / "eval_state" / f"{run.key}.json"
-        metrics = evaluate(classifier.cpu(), data.eval_data, cfg.evaluation, state_path=state)
+        metrics = evaluate(model, data.eval_data, cfg.evaluation, state_path=state)
         eval_s = time.perf_counter() - start
         record = {
             "key": run.key, "method": run.method.label, "method_name": run.method.name, "fraction": run.fraction,
+            "defense": None if defense is None else run.method.defense.name, "undefended": run.method.base_label,
+            "randomized": bool(getattr(model, "randomized", False)),
             "seed": run.seed, "kind": arm.method_cls.kind, "counterpart": arm.method_cls.counterpart,
             "modalities": list(arm.objective_cls.modalities),
             "finetune_mode": "linear" if arm.linear else "full", "method_params": run.method.params,
             "metrics": metrics,
             "timing": {"pretrain_s": arm.pretrain_s, "pretrain_cached": arm.cached, "finetune_s": finetune.seconds,
-                       "eval_s": eval_s},
+                       "defense_s": defense_s, "inference_s": inference_s, "eval_s": eval_s},
             "info": {"n_labeled": int(len(labeled)), "n_train": len(data.train), "n_test": len(data.test),
                      "n_adv": metrics.pop("n_adversarial"),
                      "n_holdout": 0 if data.holdout is None else len(data.holdout),
                      "final_loss": float(np.mean(finetune.losses[-10:]))},
         }
-    if arm.uses_text and cfg.multimodal.tasks:
+    if arm.uses_text and cfg.multimodal.tasks and defense is None:  # tasks start from the undefended modules
         from medrobust.study.downstream import run_downstream
 
         tasks = run_downstream(arm, labeled)
@@ -169,6 +183,20 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
             record["multimodal"] = tasks
     distributed.barrier()
     return record
+
+
+def _inference_seconds(model: torch.nn.Module, ev, batch_size: int) -> float:
+    """Seconds for one clean prediction of every in-site test image (with its report): the deployment cost."""
+    from medrobust.data.base import to_unit
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, len(ev.test_images), batch_size):
+            x = to_unit(ev.test_images[s : s + batch_size])
+            tokens = None if ev.test_tokens is None or not model.uses_text else torch.as_tensor(
+                ev.test_tokens[s : s + batch_size])
+            model(x, tokens) if tokens is not None else model(x)
+    return time.perf_counter() - start
 
 
 def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtime_s: float | None) -> dict:

@@ -62,12 +62,14 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
             if method.label in skip:
                 continue
             cls = registry.get("method", method.name)
-            arm = {"name": method.name, "params": method.params}
+            arm = {"name": method.name, "params": method.params,
+                   **({"defense": method.defense.model_dump()} if method.defense is not None else {})}
             multimodal = cfg.multimodal.model_dump() if "text" in cls.modalities else None
             fusion = multimodal and multimodal["fusion"]
             pretrain_key = None
             if cls.kind == "self-supervised":
-                pretrain_key = digest({**common, "method": arm, "seed": seed, "pretrain": cfg.pretrain.model_dump(),
+                pretrain_key = digest({**common, "method": {"name": method.name, "params": method.params},
+                                       "seed": seed, "pretrain": cfg.pretrain.model_dump(),
                                        **({"fusion": fusion} if getattr(cls, "uses_fusion", False) else {})})
             for fraction in method.label_fractions or cfg.label_fractions:
                 key = digest({**common, "method": arm, "fraction": fraction, "seed": seed,
