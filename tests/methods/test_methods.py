@@ -8,6 +8,7 @@ from medrobust import registry
 from medrobust.data.tokenizer import ReportTokenizer
 from medrobust.engine.train import FitConfig, fit
 from medrobust.models.encoders import SmallCNN
+from medrobust.models.fusion import Fusion
 from medrobust.models.heads import Classifier
 from medrobust.models.layers import image_stats
 from medrobust.models.text import TextTransformer
@@ -20,7 +21,7 @@ def small_pairs(synthetic_small):
     tok = ReportTokenizer.train(ds.train.texts, vocab_size=300, max_len=40)
     split = ds.train.subset(idx)
     tensors = {"image": torch.as_tensor(split.images), "label": torch.as_tensor(split.labels),
-               "tokens": torch.as_tensor(tok.encode(split.texts))}
+               "tokens": torch.as_tensor(tok.encode(split.texts)), "site": torch.as_tensor(split.sites).long()}
     return ds, tok, tensors
 
 
@@ -31,7 +32,8 @@ def build(name, ds, tok):
     text = TextTransformer(tok.vocab_size)
     cls = registry.get("method", name)
     if cls.kind == "self-supervised":
-        return cls(image, text if "text" in cls.modalities else None, cls.Params(), seed=0)
+        extra = {"fusion": Fusion(image.feature_dim, text.feature_dim)} if getattr(cls, "uses_fusion", False) else {}
+        return cls(image, text if "text" in cls.modalities else None, cls.Params(), seed=0, **extra)
     clf = Classifier(image, ds.task.n_outputs, text if "text" in cls.modalities else None)
     return cls(clf, ds.task, cls.Params())
 

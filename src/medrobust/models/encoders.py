@@ -52,6 +52,10 @@ class SmallCNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, feature_dim]
         return self.body(x).flatten(2).mean(dim=2)
 
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The final feature map as tokens: ``[N, C, *spatial] -> [N, h*w(*d), feature_dim]`` (raster order)."""
+        return self.body(x).flatten(2).transpose(1, 2)
+
     forward = forward_features
 
 
@@ -98,10 +102,16 @@ class SmallViT(nn.Module):
     def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, P, dim]
         return self.patch(self.norm_in(x)).flatten(2).transpose(1, 2)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, dim]
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, 1 + P, dim] before the norm
         tokens = self.patch_tokens(x) + self.pos[:, 1:]
         cls = (self.cls + self.pos[:, :1]).expand(len(x), -1, -1)
-        out = self.blocks(torch.cat([cls, tokens], dim=1))  # [N, 1 + P, dim]
-        return self.norm(out[:, 0])
+        return self.blocks(torch.cat([cls, tokens], dim=1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, dim]
+        return self.norm(self._encode(x)[:, 0])
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens after the blocks and the final norm, without [CLS]: ``[N, P, dim]`` (raster order)."""
+        return self.norm(self._encode(x)[:, 1:])
 
     forward = forward_features

@@ -47,12 +47,26 @@ class TextTransformer(nn.Module):
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, L] int64 -> [N, L, dim]
         return self.token(tokens)
 
+    def _encode(self, emb: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, L, dim] embeddings -> ([N, L, dim] states after the blocks, [N, L] pad mask from the ids)."""
+        pad = tokens == PAD  # [N, L]
+        return self.blocks(emb + self.pos[:, : emb.shape[1]], src_key_padding_mask=pad), pad
+
     def forward_embeddings(self, emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """[N, L, dim] embeddings (+ the ids for the pad mask) -> [N, dim] pooled features."""
-        pad = tokens == PAD  # [N, L]
-        h = self.blocks(emb + self.pos[:, : emb.shape[1]], src_key_padding_mask=pad)
+        h, pad = self._encode(emb, tokens)
         keep = (~pad).unsqueeze(-1).float()  # [N, L, 1]
         return self.norm((h * keep).sum(1) / keep.sum(1).clamp_min(1.0))
+
+    def forward_token_embeddings(self, emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """[N, L, dim] embeddings (+ the ids for the pad mask) -> [N, L, dim] token states (blocks + norm).
+
+        Pad positions hold values too (they attend to the real tokens); consumers mask them with ``tokens == PAD``.
+        """
+        return self.norm(self._encode(emb, tokens)[0])
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, L] -> [N, L, dim]
+        return self.forward_token_embeddings(self.embed(tokens), tokens)
 
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:  # [N, L] -> [N, dim]
         return self.forward_embeddings(self.embed(tokens), tokens)
