@@ -72,7 +72,19 @@ class MultimodalConfig(BaseModel):
 
 
 class FinetuneConfig(FitConfig):
-    mode: Literal["full", "linear"] = Field("full", description="pre-trained arms: fine-tune all or a linear probe")
+    mode: list[Literal["full", "linear", "knn"]] = Field(
+        ["full"], description="pre-trained arms: fine-tune all, a linear probe on frozen features, and/or a kNN "
+        "probe (no training); one run per mode. Supervised arms always train fully")
+    knn_k: int = Field(20, ge=1, description="neighbours of the kNN probe")
+    knn_temperature: float = Field(0.07, gt=0, description="vote weight exp(cosine / τ)")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _modes(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"modes must be distinct, got {v}")
+        return v
 
 
 class StudyConfig(BaseModel):

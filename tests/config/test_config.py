@@ -111,3 +111,19 @@ def test_fusion_and_tasks_change_only_the_keys_of_image_report_arms():
     a, _ = expand(validate(base), has_text=True)
     b, _ = expand(validate({**base, "multimodal": {"fusion": "fusion", "tasks": ["vqa"]}}), has_text=True)
     assert a[0].key == b[0].key and a[1].key != b[1].key
+
+
+def test_finetune_modes_multiply_only_the_self_supervised_arms():
+    from medrobust.study.spec import expand
+
+    cfg = validate({"methods": ["supervised", "simclr", "clip"], "seeds": [0, 1], "label_fractions": [0.1],
+                    "finetune": {"mode": ["full", "linear", "knn"]}})
+    runs, skipped = expand(cfg, has_text=True)
+    arms = sorted({r.arm for r in runs})
+    assert arms == ["clip", "clip [linear]", "simclr", "simclr [knn]", "simclr [linear]", "supervised"]
+    assert len(runs) == 2 * len(arms) and len({r.key for r in runs}) == len(runs)
+    assert skipped == [{"method": "clip [knn]", "reason": skipped[0]["reason"]}] and "image-only" in skipped[0]["reason"]
+    assert len({r.pretrain_key for r in runs if r.method.name == "simclr" and r.seed == 0}) == 1  # one pre-training
+    assert validate({"finetune": {"mode": "linear"}}).finetune.mode == ["linear"]
+    with pytest.raises(ConfigError, match="finetune.mode"):
+        validate({"finetune": {"mode": ["full", "probe"]}})

@@ -175,7 +175,7 @@ def test_linear_probe_mode_keeps_pretrained_encoder_fixed(tmp_path, monkeypatch)
     monkeypatch.setattr(runner_mod, "fit", spy)
     record = execute(run, cfg, data, torch.device("cpu"), tmp_path / "ckpt", log=lambda _m: None)
     assert record["finetune_mode"] == "linear"
-    image, _ = build_encoders(cfg, data, 0)
+    image, _, _ = build_encoders(cfg, data, 0)
     (ckpt,) = (tmp_path / "ckpt").glob("simclr-*.pt")
     load_modules(ckpt, {"image": image})
     tuned = seen["Supervised"]

@@ -23,6 +23,7 @@ from medrobust.engine import checkpoint, distributed
 from medrobust.engine.train import FitConfig, fit
 from medrobust.evaluation.robustness import evaluate, eps_key
 from medrobust.fileio import atomic_write_text
+from medrobust.data.base import to_unit
 from medrobust.models.heads import Classifier
 from medrobust.study.prepare import PreparedData, prepare
 from medrobust.study.spec import RunSpec, expand
@@ -114,7 +115,8 @@ class Arm:
         ssl = self.method_cls.kind == "self-supervised"
         self.objective_cls = registry.get("method", self.method_cls.counterpart) if ssl else self.method_cls
         self.uses_text = "text" in self.objective_cls.modalities
-        self.linear = ssl and cfg.finetune.mode == "linear"
+        self.mode = run.mode if ssl else "full"
+        self.linear = self.mode == "linear"
         self.pretrain_s, self.cached, self.first = 0.0, False, True
 
     def modules(self):
@@ -129,8 +131,8 @@ class Arm:
     def fit(self, objective: torch.nn.Module, tensors: dict, model: torch.nn.Module):
         if self.linear:
             model.freeze_encoders()
-        return fit(objective, tensors, FitConfig(**self.cfg.finetune.model_dump(exclude={"mode"})),
-                   seed=self.run.seed, device=self.device)
+        budget = FitConfig(**self.cfg.finetune.model_dump(exclude={"mode", "knn_k", "knn_temperature"}))
+        return fit(objective, tensors, budget, seed=self.run.seed, device=self.device)
 
 
 def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.device, ckpt_dir: Path,
@@ -151,7 +153,17 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     if defense is not None:
         objective = defense.objective(model, task, objective)
     labeled = label_subset(data.train.labels, run.fraction, run.seed)
-    finetune = arm.fit(objective, data.train_tensors(labeled, labels=True, text=arm.uses_text), model)
+    if arm.mode == "knn":  # no training: the labeled images are the neighbour bank
+        from medrobust.engine.train import FitResult
+        from medrobust.models.knn import KNNClassifier
+
+        start = time.perf_counter()
+        bank = data.train_tensors(labeled, labels=True, text=False)
+        model = KNNClassifier(model.image_encoder.to(device), to_unit(bank["image"]).to(device),
+                              bank["label"].to(device), task, cfg.finetune.knn_k, cfg.finetune.knn_temperature)
+        finetune = FitResult(losses=[float("nan")], seconds=time.perf_counter() - start, samples=len(labeled))
+    else:
+        finetune = arm.fit(objective, data.train_tensors(labeled, labels=True, text=arm.uses_text), model)
     record = None
     if distributed.is_main():
         model = model.cpu().eval()
@@ -161,21 +173,21 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         metrics = evaluate(model, data.eval_data, cfg.evaluation, state_path=state)
         eval_s = time.perf_counter() - start
         record = {
-            "key": run.key, "method": run.method.label, "method_name": run.method.name, "fraction": run.fraction,
+            "key": run.key, "method": run.arm, "method_name": run.method.name, "fraction": run.fraction,
             "defense": None if defense is None else run.method.defense.name, "undefended": run.method.base_label,
             "randomized": bool(getattr(model, "randomized", False)),
             "seed": run.seed, "kind": arm.method_cls.kind, "counterpart": arm.method_cls.counterpart,
             "modalities": list(arm.objective_cls.modalities),
-            "finetune_mode": "linear" if arm.linear else "full", "method_params": run.method.params,
+            "finetune_mode": arm.mode, "method_params": run.method.params,
             "metrics": metrics,
             "timing": {"pretrain_s": arm.pretrain_s, "pretrain_cached": arm.cached, "finetune_s": finetune.seconds,
                        "defense_s": defense_s, "inference_s": inference_s, "eval_s": eval_s},
             "info": {"n_labeled": int(len(labeled)), "n_train": len(data.train), "n_test": len(data.test),
                      "n_adv": metrics.pop("n_adversarial"),
                      "n_holdout": 0 if data.holdout is None else len(data.holdout),
-                     "final_loss": float(np.mean(finetune.losses[-10:]))},
+                     "final_loss": float(np.mean(finetune.losses[-10:])) if arm.mode != "knn" else None},
         }
-    if arm.uses_text and cfg.multimodal.tasks and defense is None:  # tasks start from the undefended modules
+    if arm.uses_text and cfg.multimodal.tasks and defense is None and arm.mode == "full":  # tasks start from the undefended modules
         from medrobust.study.downstream import run_downstream
 
         tasks = run_downstream(arm, labeled)
@@ -199,7 +211,8 @@ def _inference_seconds(model: torch.nn.Module, ev, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtime_s: float | None) -> dict:
+def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtime_s: float | None,
+               runs: list[RunSpec] = ()) -> dict:
     ds = data.dataset
     held = set(cfg.data.holdout_sites)
     task = f"{ds.task.kind}: {' / '.join(ds.task.label_names)}"
@@ -210,7 +223,7 @@ def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtim
     return {
         "study": cfg.name, "data": data.describe(), "task": task,
         "train_sites": [s for s in ds.site_names if s not in held], "holdout_sites": list(cfg.data.holdout_sites),
-        "methods": [m.label for m in cfg.methods], "fractions": cfg.label_fractions, "seeds": cfg.seeds,
+        "methods": list(dict.fromkeys([r.arm for r in runs] or [m.label for m in cfg.methods])), "fractions": cfg.label_fractions, "seeds": cfg.seeds,
         "epsilons": [eps_key(e) for e in cfg.evaluation.epsilons],
         "reference_epsilon": eps_key(cfg.evaluation.reference_epsilon),
         "attack": f"L∞ image attacks on {cfg.evaluation.max_adversarial} fixed test images: curves {attacks} "
@@ -223,7 +236,8 @@ def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtim
         "encoder": f"image {cfg.image_encoder.name} {cfg.image_encoder.params or ''}".strip()
                    + (f"; report {cfg.text_encoder.name}" if data.has_text else ""),
         "budgets": f"pre-training {cfg.pretrain.steps} steps × batch {cfg.pretrain.batch_size}; fine-tuning "
-                   f"{cfg.finetune.steps} steps × batch {cfg.finetune.batch_size} ({cfg.finetune.mode})",
+                   f"{cfg.finetune.steps} steps × batch {cfg.finetune.batch_size} (pre-trained arms: "
+                   f"{', '.join(cfg.finetune.mode)})",
         "skipped": skipped, "config_yaml": dump(cfg), "runtime_s": runtime_s,
         "versions": {"medrobust": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -262,7 +276,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
                 f"{', pre-training cached' if record['timing']['pretrain_cached'] else ''})")
     if not distributed.is_main():
         return study_dir / "report" / "report.md"
-    setup = setup_info(cfg, data, skipped, time.perf_counter() - started if pending else None)
+    setup = setup_info(cfg, data, skipped, time.perf_counter() - started if pending else None, runs)
     setup["has_text"] = data.has_text
     atomic_write_text(study_dir / "setup.json", json.dumps(setup, indent=1))
     return write_study_report(study_dir, store)

@@ -40,10 +40,16 @@ class RunSpec:
     seed: int
     key: str
     pretrain_key: str | None  # cache key of the pre-trained encoders (self-supervised arms)
+    mode: str = "full"  # full fine-tuning, linear probe or kNN probe (self-supervised arms)
+
+    @property
+    def arm(self) -> str:
+        """How the report names the arm: ``simclr``, ``simclr [linear]``, ``supervised + pgd-at``."""
+        return self.method.label + ("" if self.mode == "full" else f" [{self.mode}]")
 
     @property
     def label(self) -> str:
-        return f"{self.method.label} | {self.fraction:g} labels | seed {self.seed}"
+        return f"{self.arm} | {self.fraction:g} labels | seed {self.seed}"
 
 
 def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]:
@@ -71,10 +77,18 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
                 pretrain_key = digest({**common, "method": {"name": method.name, "params": method.params},
                                        "seed": seed, "pretrain": cfg.pretrain.model_dump(),
                                        **({"fusion": fusion} if getattr(cls, "uses_fusion", False) else {})})
+            modes = cfg.finetune.mode if cls.kind == "self-supervised" else ["full"]
+            if "text" in cls.modalities and "knn" in modes:
+                modes = [m for m in modes if m != "knn"]
+                if seed == cfg.seeds[0]:
+                        skipped.append({"method": f"{method.label} [knn]", "reason": "the kNN probe is image-only; "
+                                    "the image+report arm runs its other fine-tuning modes"})
+            finetune = cfg.finetune.model_dump(exclude={"mode"})
             for fraction in method.label_fractions or cfg.label_fractions:
-                key = digest({**common, "method": arm, "fraction": fraction, "seed": seed,
-                              "pretrain": pretrain_key, "finetune": cfg.finetune.model_dump(),
-                              "evaluation": cfg.evaluation.model_dump(),
-                              **({"multimodal": multimodal} if multimodal else {})})
-                runs.append(RunSpec(method, fraction, seed, key, pretrain_key))
+                for mode in modes:
+                    key = digest({**common, "method": arm, "fraction": fraction, "seed": seed, "mode": mode,
+                                  "pretrain": pretrain_key, "finetune": finetune,
+                                  "evaluation": cfg.evaluation.model_dump(),
+                                  **({"multimodal": multimodal} if multimodal else {})})
+                    runs.append(RunSpec(method, fraction, seed, key, pretrain_key, mode))
     return runs, skipped
