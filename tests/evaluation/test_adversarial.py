@@ -124,3 +124,13 @@ def test_large_eps_check_separates_bounded_image_influence_from_gradient_masking
     acc_m, free_m = (float(masked.accuracy_under(a, 128, g()).mean()) for a in (pgd, square))
     assert free_m < acc_m - 0.2  # Square breaks what masked gradients hide
     assert not checks.large_eps_breaks(acc_m, 128, gradient_free_acc=free_m)["passed"]
+
+
+def test_eps0_check_allows_sampling_error_for_randomised_models_only():
+    clean = torch.tensor([1.0] * 70 + [0.0] * 30)
+    redrawn = clean.roll(3)  # 3 different predictions, same accuracy: new noise at every pass
+    assert not checks.eps0_equals_clean(clean, {"pgd": {0.0: redrawn}})["passed"]
+    assert checks.eps0_equals_clean(clean, {"pgd": {0.0: redrawn}}, randomized=True)["passed"]
+    far = torch.tensor([1.0] * 40 + [0.0] * 60)  # 30 points lower: more than sampling error
+    result = checks.eps0_equals_clean(clean, {"pgd": {0.0: far}}, randomized=True)
+    assert not result["passed"] and "tolerance" in result["detail"]

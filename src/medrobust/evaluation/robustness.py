@@ -202,7 +202,8 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
                    clean: torch.Tensor, per_attack: dict, worst: dict, cfg: EvalConfig) -> list[dict]:
     """The self-checks of principle 7 on this model's attacked examples."""
     n, ref = len(subset), cfg.reference_epsilon
-    out = [checks.eps0_equals_clean(clean, per_attack), checks.monotone_in_eps(per_attack, cfg.epsilons)]
+    out = [checks.eps0_equals_clean(clean, per_attack, getattr(model, "randomized", False)),
+           checks.monotone_in_eps(per_attack, cfg.epsilons)]
     # unbounded ε: for image+report models attack the image pathway alone (report removed), since a clean
     # report can legitimately keep the decision whatever the image
     large, note = target, ""

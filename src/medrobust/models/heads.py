@@ -94,6 +94,8 @@ class FixedReport(nn.Module):
         self.text_features = text_features
         self.randomized = getattr(model, "randomized", False)
         self.non_differentiable = getattr(model, "non_differentiable", False)
+        if hasattr(model, "eot_samples"):
+            self.eot_samples = model.eot_samples
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image, text_features=self.text_features)

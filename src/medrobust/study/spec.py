@@ -83,6 +83,11 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
                 if seed == cfg.seeds[0]:
                         skipped.append({"method": f"{method.label} [knn]", "reason": "the kNN probe is image-only; "
                                     "the image+report arm runs its other fine-tuning modes"})
+            if method.defense is not None and "knn" in modes:  # a kNN probe would bypass the defended model
+                modes = [m for m in modes if m != "knn"]
+                if seed == cfg.seeds[0]:
+                    skipped.append({"method": f"{method.label} [knn]", "reason": "a kNN probe on the encoder's "
+                                    "features would bypass the defense; the defended arm runs its other modes"})
             finetune = cfg.finetune.model_dump(exclude={"mode"})
             for fraction in method.label_fractions or cfg.label_fractions:
                 for mode in modes:
