@@ -209,3 +209,35 @@ def test_corrupt_store_and_missing_data_file_are_clear_errors(tmp_path, capsys):
     assert "runs.sqlite" in err and "not a usable SQLite file" in err
     assert main(["study", "configs/medmnist.yaml", f"output_dir={tmp_path / 'x'}", "data.path=/nonexistent/b.npz"]) == 2
     assert "/nonexistent/b.npz" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys):
+    """Fusion arms with retrieval + VQA, a robust-mmr ablation, defended arms and the kNN / linear probes."""
+    out = tmp_path / "mm"
+    overrides = tiny_overrides(out) + [
+        "seeds=[0]", "label_fractions=[0.5]", "multimodal.fusion={name: fusion, dim: 32}",
+        "multimodal.tasks=[retrieval, vqa]", "multimodal.retrieval_pairs=20", "multimodal.vqa_questions=30",
+        "finetune.mode=[full, knn]",
+        "methods=[supervised, {name: supervised, defense: input-noise}, simclr, supervised-multimodal, mmr, "
+        "{name: robust-mmr, domain_weight: 0}, {name: supervised-multimodal, defense: fusion-noise}]"]
+    assert main(["study", "configs/quick.yaml", *overrides]) == 0
+    records = {r["method"]: r for r in Store(out / "runs.sqlite").records()}
+    assert set(records) == {"supervised", "supervised + input-noise", "simclr", "simclr [knn]", "supervised-multimodal",
+                            "mmr", "robust-mmr(domain_weight=0)", "supervised-multimodal + fusion-noise"}
+    for arm in ("supervised-multimodal", "mmr", "robust-mmr(domain_weight=0)"):
+        mm = records[arm]["multimodal"]
+        assert {"retrieval", "vqa"} <= set(mm)
+        clean = mm["retrieval"]["clean"]["image_to_report"]
+        assert 1 <= clean["mean_rank"] <= 20 and 0 <= clean["R@1"] <= 1 and clean["n"] == 20
+        assert "degradation" in mm["retrieval"]["corrupted image"]
+        assert 0 <= mm["vqa"]["clean"]["overall"]["accuracy"] <= 1 and mm["vqa"]["clean"]["overall"]["n"] == 30
+        assert 0 <= records[arm]["metrics"]["noimage"]["acc"] <= 1
+    noisy = records["supervised + input-noise"]
+    assert noisy["defense"] == "input-noise" and noisy["randomized"] and noisy["undefended"] == "supervised"
+    assert "2" in noisy["metrics"]["attacks"]["pgd_without_eot"]
+    assert "multimodal" not in records["supervised-multimodal + fusion-noise"]  # tasks use undefended modules
+    assert records["simclr [knn]"]["finetune_mode"] == "knn"
+    text = (out / "report" / "report.md").read_text()
+    for heading in ("## Defenses", "## Multimodal arms", "### Retrieval image→report: R@1", "### VQA accuracy"):
+        assert heading in text
