@@ -177,3 +177,18 @@ def test_report_side_attacks_are_stated_at_their_largest_budget():
     assert "report-word-substitution at budget 3:" in text
     assert "supervised at 10% labels 21.0%" in text and "simclr at 10% labels 31.0%" in text
     assert "report-word-substitution" not in answer.answer(grid(noreport=0.55), SETUP)
+
+
+def test_defended_arms_are_judged_against_their_undefended_arm_not_the_supervised_baseline():
+    records = grid()
+    for i, s in enumerate((0, 1, 2)):
+        r = rec("simclr + pgd-at", 0.1, s, 0.85, 0.70 + 0.01 * i, counterpart="supervised")
+        r["defense"], r["undefended"] = "pgd-at", "simclr"
+        records.append(r)
+    assert not any(c["arm"] == "simclr + pgd-at" for c in answer.comparisons(records, SETUP))
+    (worst,) = [c for c in answer.defense_comparisons(records, SETUP) if c["metric"] == "worst_ref"]
+    assert worst["counterpart"] == "simclr" and worst["verdict"] == "better"
+    assert abs(worst["mean_diff"] - (0.71 - (0.55 + 0.58 + 0.54) / 3)) < 1e-9
+    text = answer.answer(records, SETUP)
+    assert "simclr + pgd-at at 10% labels: worst-case accuracy 55.7% → 71.0%" in text
+    assert "clean accuracy -5.0 pp" in text and "largest clear gain: **simclr + pgd-at**" in text

@@ -53,8 +53,8 @@ def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
     for arm in tables.method_order(records, setup):
         arm_recs = [r for r in records if r.get("method") == arm]
         cp = next((r.get("counterpart") for r in arm_recs if r.get("counterpart")), None)
-        if cp is None or all(r.get("kind") == "supervised" for r in arm_recs):
-            continue
+        if cp is None or all(r.get("kind") == "supervised" for r in arm_recs) or any(r.get("defense") for r in arm_recs):
+            continue  # defended arms are compared with their undefended arm (defense_comparisons)
         for f in tables.fraction_order(records):
             a_by_seed = {r.get("seed"): r for r in tables.runs(records, arm, f)}
             b_by_seed = {r.get("seed"): r for r in tables.runs(records, cp, f)}
@@ -72,6 +72,52 @@ def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
                                 unit=m.unit, higher_is_better=m.higher_is_better,
                                 verdict=stats.verdict(res, m.higher_is_better)))
     return out
+
+
+def defense_comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
+    """Each defended arm vs its undefended arm, paired by seed: worst-case accuracy and clean accuracy."""
+    setup = setup or {}
+    ms = tables.metrics(tables.reference_eps(records, setup))
+    out = []
+    for arm in tables.method_order(records, setup):
+        recs = [r for r in records if r.get("method") == arm and r.get("defense")]
+        if not recs:
+            continue
+        base = recs[0].get("undefended")
+        for f in tables.fraction_order(records):
+            a = {r.get("seed"): r for r in tables.runs(records, arm, f)}
+            b = {r.get("seed"): r for r in tables.runs(records, base, f) if not r.get("defense")}
+            seeds = sorted((s for s in a if s in b), key=stats._num)
+            if not seeds:
+                continue
+            for name in ("worst_ref", "clean_acc"):
+                m = ms[name]
+                res = stats.paired([m.get(a[s]) for s in seeds], [m.get(b[s]) for s in seeds])
+                if res["n"]:
+                    out.append(dict(res, arm=arm, counterpart=base, fraction=f, metric=name,
+                                    verdict=stats.verdict(res, True)))
+    return out
+
+
+def _defense_line(records: list[dict], setup: dict) -> str:
+    """Which defense helps, by how much, at what clean cost (paired with the undefended arm)."""
+    comps = defense_comparisons(records, setup)
+    if not comps:
+        return ""
+    ref = tables.reference_eps(records, setup)
+    parts = []
+    for c in (c for c in comps if c["metric"] == "worst_ref"):
+        clean = next((d for d in comps if d["metric"] == "clean_acc" and d["arm"] == c["arm"]
+                      and d["fraction"] == c["fraction"]), None)
+        cost = "" if clean is None else f"; clean accuracy {fmt_diff(clean['mean_diff'])} pp"
+        parts.append(f"{c['arm']} at {fmt_fraction(c['fraction'])} labels: worst-case accuracy "
+                     f"{fmt_value(c['mean_b'])}% → {fmt_value(c['mean_a'])}% (**{c['verdict']}**, {_numbers(c)}{cost})")
+    best = max((c for c in comps if c["metric"] == "worst_ref" and c["verdict"] == BETTER),
+               key=lambda c: c["mean_diff"], default=None)
+    head = (f"Defenses (adaptive attacks, ε={fmt_eps(ref)}): " if ref else "Defenses: ")
+    tail = (f" The largest clear gain: **{best['arm']}** at {fmt_fraction(best['fraction'])} labels." if best
+            else " No defense clearly raised worst-case accuracy.")
+    return head + "; ".join(parts) + "." + tail
 
 
 def _numbers(c: dict) -> str:
@@ -219,7 +265,7 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
             cp = pretty(next(iter(mine.values()))["counterpart"])
             head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_report_reliance_line(records, setup), _near_zero_line(records, setup),
+    extra = [x for x in (_defense_line(records, setup), _report_reliance_line(records, setup), _near_zero_line(records, setup),
                          _checks_line(records)) if x]
     if extra:
         lines.append("")
