@@ -7,7 +7,8 @@ from medrobust.config import ConfigError, load_config, validate
 
 def test_defaults_are_the_quick_study(tmp_path):
     cfg = load_config("configs/quick.yaml")
-    assert [m.name for m in cfg.methods] == ["supervised", "supervised-multimodal", "simclr", "clip"]
+    assert [m.label for m in cfg.methods][:7] == ["supervised", "simclr", "supervised-multimodal", "clip", "convirt",
+                                                   "mmr", "robust-mmr"]
     assert len(cfg.seeds) >= 2 and len(cfg.label_fractions) >= 2
     assert cfg.data.source == "synthetic" and cfg.data.params["image_size"] == 28
 
@@ -94,8 +95,13 @@ def test_arms_with_parameters_are_labelled_and_may_narrow_the_fractions():
                        "robust-mmr(domain_weight=0)": [0.1]}
     assert len({r.key for r in runs}) == len(runs)
     assert len({r.pretrain_key for r in runs if r.method.name == "robust-mmr"}) == 2  # the ablation pre-trains anew
-    with pytest.raises(ConfigError, match="subset of the study's label_fractions"):
-        validate({"methods": [{"name": "simclr", "label_fractions": [0.5]}], "label_fractions": [0.1]})
+    runs, skipped = expand(validate({"methods": ["supervised", {"name": "simclr", "label_fractions": [0.5]}],
+                                     "label_fractions": [0.1]}), has_text=False)
+    assert {r.method.label for r in runs} == {"supervised"} and skipped[0]["method"] == "simclr"
+    assert expand(validate({"methods": [{"name": "simclr", "seeds": [7]}], "seeds": [0, 1]}), False)[0] == []
+    one = validate({"methods": ["simclr", {"name": "simclr", "temperature": 0.5, "seeds": [1]}], "seeds": [0, 1]})
+    assert sorted((r.method.label, r.seed) for r in expand(one, has_text=False)[0] if r.fraction == 1.0) == [
+        ("simclr", 0), ("simclr", 1), ("simclr(temperature=0.5)", 1)]
     with pytest.raises(ConfigError, match="lists an arm twice"):
         validate({"methods": ["simclr", {"name": "simclr"}]})
     with pytest.raises(ConfigError, match="multimodal.tasks"):

@@ -216,7 +216,7 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
     big = large.accuracy_under(pgd, cfg.check_epsilon, torch.Generator().manual_seed(EVAL_SEED))
     free = None
     if model.uses_text and float(big.mean()) >= 0.05:  # can the image move these decisions at all?
-        square = adversarial.build_attack(Component(name="square", params={"n_queries": 300}))
+        square = adversarial.build_attack(Component(name="square", params={"n_queries": 100}))
         free = float(large.accuracy_under(square, cfg.check_epsilon,
                                           torch.Generator().manual_seed(EVAL_SEED)).mean())
     out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note, free))

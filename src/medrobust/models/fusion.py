@@ -169,6 +169,8 @@ class FusionClassifier(nn.Module):
                     raise ValueError("this image+report classifier needs report tokens (or missing='report')")
                 text_features = self.text_features(tokens)
             states, pad = text_features[..., :-1], text_features[..., -1] < 0.5  # [N, L, Dt], [N, L]
+            used = int((~pad).any(0).nonzero().max()) + 1 if (~pad).any() else 1
+            states, pad = states[:, :used], pad[:, :used]  # drop trailing all-pad columns: same output, less work
         return self.fusion(image_tokens, states, pad)[0]
 
     def forward(self, image: torch.Tensor | None, tokens: torch.Tensor | None = None, *,

@@ -18,6 +18,7 @@ import torch
 
 from medrobust import __version__, registry
 from medrobust.config import StudyConfig, dump
+from medrobust.schema import Component
 from medrobust.data.fractions import label_subset
 from medrobust.engine import checkpoint, distributed
 from medrobust.engine.train import FitConfig, fit
@@ -42,8 +43,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_encoders(cfg: StudyConfig, data: PreparedData, seed: int):
-    """Fresh image and report encoders and fusion module (``None`` where absent), initialised from ``seed``."""
+def build_encoders(cfg: StudyConfig, data: PreparedData, seed: int, pretraining_fusion: bool = False):
+    """Fresh image and report encoders and fusion module (``None`` where absent), initialised from ``seed``.
+
+    The fusion module comes from ``multimodal.fusion``; with ``pretraining_fusion`` (methods that pre-train
+    through a fusion encoder, e.g. mmr) one is built with the default parameters when the config has none:
+    the downstream models then use the pre-trained encoders with late fusion.
+    """
     torch.manual_seed(seed)
     image_cls = registry.get("encoder", cfg.image_encoder.name)
     shape = data.dataset.image_shape
@@ -53,7 +59,7 @@ def build_encoders(cfg: StudyConfig, data: PreparedData, seed: int):
     if data.has_text:
         text_cls = registry.get("encoder", cfg.text_encoder.name)
         text = text_cls(data.tokenizer.vocab_size, text_cls.Params.model_validate(cfg.text_encoder.params))
-        spec = cfg.multimodal.fusion
+        spec = cfg.multimodal.fusion or (Component(name="fusion") if pretraining_fusion else None)
         if spec is not None:
             fusion_cls = registry.get("encoder", spec.name)
             fusion = fusion_cls(image.feature_dim, text.feature_dim, fusion_cls.Params.model_validate(spec.params))
@@ -72,9 +78,6 @@ def _pretrain(run: RunSpec, cfg: StudyConfig, data: PreparedData, image, text, f
     cls = registry.get("method", run.method.name)
     use_text = "text" in cls.modalities
     use_fusion = getattr(cls, "uses_fusion", False)
-    if use_fusion and fusion is None:
-        raise RuntimeError(f"{run.method.label} trains a fusion encoder: set multimodal.fusion (e.g. "
-                           "{name: fusion, dim: 64, depth: 1})")
     modules = _modules(image, text if use_text else None, fusion if use_fusion else None)
     if path.exists():
         checkpoint.load_modules(path, modules)
@@ -120,12 +123,15 @@ class Arm:
         self.pretrain_s, self.cached, self.first = 0.0, False, True
 
     def modules(self):
-        image, text, fusion = build_encoders(self.cfg, self.data, self.run.seed)
+        uses_fusion = getattr(self.method_cls, "uses_fusion", False)
+        image, text, fusion = build_encoders(self.cfg, self.data, self.run.seed, pretraining_fusion=uses_fusion)
         if self.method_cls.kind == "self-supervised":
             seconds, cached = _pretrain(self.run, self.cfg, self.data, image, text, fusion, self.device,
                                         self.ckpt_dir, self.log)
             if self.first:  # later tasks of the run reload what the first one pre-trained
                 self.pretrain_s, self.cached, self.first = seconds, cached, False
+        if self.cfg.multimodal.fusion is None:
+            fusion = None  # late fusion downstream (a pre-training fusion module is not carried over)
         return image, (text if self.uses_text else None), (fusion if self.uses_text else None)
 
     def fit(self, objective: torch.nn.Module, tensors: dict, model: torch.nn.Module):

@@ -62,16 +62,21 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
         if "text" in cls.modalities and not has_text:
             skipped.append({"method": method.label, "reason": "needs image-report pairs but the data set has no "
                             "report text; it is skipped (image-only methods still run)"})
+        fractions = [f for f in cfg.label_fractions if method.label_fractions is None or f in method.label_fractions]
+        seeds = [x for x in cfg.seeds if method.seeds is None or x in method.seeds]
+        if not fractions or not seeds:
+            skipped.append({"method": method.label, "reason": f"its label_fractions {method.label_fractions} / seeds "
+                            f"{method.seeds} share none with the study's {cfg.label_fractions} / {cfg.seeds}"})
     skip = {s["method"] for s in skipped}
     for seed in cfg.seeds:
         for method in cfg.methods:
-            if method.label in skip:
+            if method.label in skip or (method.seeds is not None and seed not in method.seeds):
                 continue
             cls = registry.get("method", method.name)
             arm = {"name": method.name, "params": method.params,
                    **({"defense": method.defense.model_dump()} if method.defense is not None else {})}
             multimodal = cfg.multimodal.model_dump() if "text" in cls.modalities else None
-            fusion = multimodal and multimodal["fusion"]
+            fusion = (multimodal and multimodal["fusion"]) or {"name": "fusion", "params": {}}
             pretrain_key = None
             if cls.kind == "self-supervised":
                 pretrain_key = digest({**common, "method": {"name": method.name, "params": method.params},
@@ -89,7 +94,8 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
                     skipped.append({"method": f"{method.label} [knn]", "reason": "a kNN probe on the encoder's "
                                     "features would bypass the defense; the defended arm runs its other modes"})
             finetune = cfg.finetune.model_dump(exclude={"mode"})
-            for fraction in method.label_fractions or cfg.label_fractions:
+            for fraction in [f for f in cfg.label_fractions if method.label_fractions is None
+                             or f in method.label_fractions]:
                 for mode in modes:
                     key = digest({**common, "method": arm, "fraction": fraction, "seed": seed, "mode": mode,
                                   "pretrain": pretrain_key, "finetune": finetune,
