@@ -46,7 +46,8 @@ class RobustMMRParams(MMRParams):
     saliency: float = Field(0.5, ge=0, le=1, description="fraction of each mask chosen by input-gradient saliency")
     perturb_eps: float = Field(2.0, ge=0, description="L∞ radius of the perturbation of the visible image, in 1/255")
     perturb: Literal["fgsm", "random"] = Field("fgsm", description="one FGSM step or a random sign")
-    domain_weight: float = Field(0.5, ge=0, description="InfoNCE: site-style view -> clean image (image-only)")
+    domain_weight: float = Field(0.1, ge=0, description="InfoNCE: site-style view -> clean image (image-only); "
+                                 "0.5 made the image features no better than random at 150 steps (RESULTS.md)")
     site_weight: float = Field(0.1, ge=0, description="gradient-reversal site classifier on batch['site']")
     resilience_weight: float = Field(0.5, ge=0, description="image-only / report-only vs joint InfoNCE")
     n_sites: int = Field(4, ge=2, description="site ids in batch['site'] must be in [0, n_sites)")
