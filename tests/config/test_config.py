@@ -133,3 +133,28 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
     assert validate({"finetune": {"mode": "linear"}}).finetune.mode == ["linear"]
     with pytest.raises(ConfigError, match="finetune.mode"):
         validate({"finetune": {"mode": ["full", "probe"]}})
+
+
+@pytest.mark.parametrize("name, has_text, n_runs, arms", [
+    ("quick", True, 27, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr"}),
+    ("multimodal", True, 39, {"supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
+                              "robust-mmr(perturb_eps=0, saliency=0)", "robust-mmr(domain_weight=0, site_weight=0)",
+                              "robust-mmr(resilience_weight=0)"}),
+    ("defenses", True, 60, None),
+    ("medmnist", False, None, None),
+    ("manifest", True, None, None),
+    ("zoo", False, None, None),
+])
+def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
+    """The configs in configs/ stay valid as the schema changes, and the grids are what their headers say."""
+    from medrobust.study.spec import expand
+
+    runs, _ = expand(load_config(f"configs/{name}.yaml"), has_text=has_text)
+    assert runs and len({r.key for r in runs}) == len(runs)
+    if n_runs is not None:
+        assert len(runs) == n_runs
+    if arms is not None:
+        assert {r.method.label for r in runs} == arms
+    if name == "quick":  # the sparse-label image+report arms, the image arms at both fractions
+        assert {r.fraction for r in runs if r.method.name in ("clip", "robust-mmr")} == {0.1}
+        assert {r.fraction for r in runs if r.method.name == "simclr"} == {0.1, 1.0}

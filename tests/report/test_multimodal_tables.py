@@ -43,3 +43,16 @@ def test_tables_per_task_and_condition_with_ablation_rows():
     assert v["clean"].startswith("60.0") and v["clean OPEN"].startswith("50.0")
     assert "skipped_note" not in vqa.header
     assert multimodal_tables([r for r in records if r["method"] == "supervised"], setup, "2") == []
+
+
+def test_retrieval_titles_state_what_random_ranking_scores():
+    records = [_rec("clip", s, 0.9, 40.0, 0.7) for s in (0, 1)]
+    for r in records:
+        for d in r["multimodal"]["retrieval"]["clean"].values():
+            d["n"] = 200
+    titles = [t.title for t in multimodal_tables(records, {"methods": ["clip"]}, "2")]
+    assert "Retrieval image→report: R@1 (%) per condition (among 200 candidates: chance 0.5%) — 10% labels" in titles
+    assert any(t.startswith("Retrieval report→image: mean rank") and "among 200 candidates, chance is 100.5" in t
+               for t in titles)
+    records[1]["multimodal"]["retrieval"]["clean"]["image_to_report"]["n"] = 100  # mixed sizes: no single chance
+    assert not any("chance" in t.title for t in multimodal_tables(records, {"methods": ["clip"]}, "2"))

@@ -57,6 +57,17 @@ def _conditions(records: list[dict], task: str) -> list[str]:
                               if isinstance(_get(r, "multimodal", task, c), dict)))
 
 
+def _chance(records: list[dict]) -> tuple[str, str]:
+    """Title notes with what random ranking scores, when every run ranked the same number of candidates."""
+    sizes = {_get(r, "multimodal", "retrieval", "clean", key, "n") for r in records for key, _ in DIRECTIONS}
+    sizes.discard(None)
+    if len(sizes) != 1:
+        return "", ""
+    n = int(sizes.pop())
+    return (f" (among {n} candidates: chance {100 / n:.1f}%)",
+            f"; among {n} candidates, chance is {(n + 1) / 2:g}")
+
+
 def multimodal_tables(records: list[dict], setup: dict, ref: str | None) -> list[Table]:
     """Classification, retrieval and VQA tables for the image+report arms (empty without such arms)."""
     mm = _multimodal(records)
@@ -66,14 +77,16 @@ def multimodal_tables(records: list[dict], setup: dict, ref: str | None) -> list
         out.append(_table(mm, setup, f, f"Classification accuracy (%) per condition — {lab} labels",
                           _classification_columns(mm, ref)))
         conds = _conditions(mm, "retrieval")
+        chance_r1, chance_rank = _chance(mm)
         for key, name in DIRECTIONS:
             cols = [(c, lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "R@1")))
                     for c in conds]
-            out.append(_table(mm, setup, f, f"Retrieval {name}: R@1 (%) per condition — {lab} labels", cols))
+            out.append(_table(mm, setup, f, f"Retrieval {name}: R@1 (%) per condition{chance_r1} — {lab} labels", cols))
             cols = [(c, lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "mean_rank")), "s")
                     for c in conds]
             out.append(_table(mm, setup, f, f"Retrieval {name}: mean rank of the match per condition (lower is "
-                                            f"better; the rise over clean is the degradation) — {lab} labels", cols))
+                                            f"better; the rise over clean is the degradation{chance_rank}) — {lab} "
+                                            "labels", cols))
         conds = _conditions(mm, "vqa")
         cols = [(c, lambda r, c=c: stats._num(_get(r, "multimodal", "vqa", c, "overall", "accuracy"))) for c in conds]
         cols += [(f"clean {t}", lambda r, t=t: stats._num(_get(r, "multimodal", "vqa", "clean", "answer_type", t,
