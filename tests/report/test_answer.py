@@ -192,3 +192,27 @@ def test_defended_arms_are_judged_against_their_undefended_arm_not_the_supervise
     text = answer.answer(records, SETUP)
     assert "simclr + pgd-at at 10% labels: worst-case accuracy 55.7% → 71.0%" in text
     assert "clean accuracy -5.0 pp" in text and "largest clear gain: **simclr + pgd-at**" in text
+
+
+def test_ablation_arms_are_judged_against_the_full_method_not_the_supervised_baseline():
+    records = grid()
+    for i, s in enumerate((0, 1, 2)):  # simclr with a component off: clearly less robust than full simclr
+        r = rec("simclr(temperature=1)", 0.1, s, 0.90, SSL_WORST[i] - 0.10 - 0.01 * i, SSL_CORR[i], SSL_HOLD[i],
+                counterpart="supervised")
+        r["method_name"], r["method_params"] = "simclr", {"temperature": 1}
+        records.append(r)
+    comps = answer.comparisons(records, SETUP)
+    abl = {c["metric"]: c for c in comps if c["arm"] == "simclr(temperature=1)"}
+    assert abl["worst_ref"]["counterpart"] == "simclr" and abl["worst_ref"]["ablation"]
+    assert abs(abl["worst_ref"]["mean_diff"] - (-0.11)) < 1e-9 and abl["worst_ref"]["verdict"] == "worse"
+    assert not any(c["ablation"] for c in comps if c["arm"] == "simclr")
+    text = answer.answer(records, SETUP)
+    headline = text.splitlines()[0]
+    assert "in 1 of 3 comparisons" in headline  # simclr vs supervised only: the ablation is not counted
+    line = next(x for x in text.splitlines() if x.startswith("**Ablations**"))
+    assert "`simclr(temperature=1)` vs `simclr` at 10% labels" in line
+    assert "adversarial: **worse** — lowered worst-case robust accuracy at ε=2/255 from 55.7% to 44.7%" in line
+    # without the full arm in the records, the arm is an ordinary self-supervised arm again
+    alone = [r for r in records if r["method"] != "simclr"]
+    assert {c["counterpart"] for c in answer.comparisons(alone, SETUP)} == {"supervised"}
+    assert "**Ablations**" not in answer.answer(alone, SETUP)

@@ -35,7 +35,8 @@ def _multimodal(records: list[dict], method: str) -> bool:
 
 
 def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
-    """Paired comparisons of every self-supervised arm with its counterpart.
+    """Paired comparisons of every self-supervised arm with its counterpart: the supervised arm with the same
+    inputs, or for an ablation arm (e.g. ``robust-mmr(domain_weight=0)``) the full arm (``ablation`` True).
 
     Args:
         records: run records.
@@ -52,7 +53,8 @@ def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
     out = []
     for arm in tables.method_order(records, setup):
         arm_recs = [r for r in records if r.get("method") == arm]
-        cp = next((r.get("counterpart") for r in arm_recs if r.get("counterpart")), None)
+        base = tables.ablation_base(records, arm)
+        cp = base or next((r.get("counterpart") for r in arm_recs if r.get("counterpart")), None)
         if cp is None or all(r.get("kind") == "supervised" for r in arm_recs) or any(r.get("defense") for r in arm_recs):
             continue  # defended arms are compared with their undefended arm (defense_comparisons)
         for f in tables.fraction_order(records):
@@ -68,7 +70,8 @@ def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
                 res = stats.paired([m.get(a_by_seed[s]) for s in seeds], [m.get(b_by_seed[s]) for s in seeds])
                 if res["n"] == 0:
                     continue
-                out.append(dict(res, arm=arm, counterpart=cp, fraction=f, metric=name, label=m.label,
+                out.append(dict(res, arm=arm, counterpart=cp, ablation=base is not None,
+                                fraction=f, metric=name, label=m.label,
                                 unit=m.unit, higher_is_better=m.higher_is_better,
                                 verdict=stats.verdict(res, m.higher_is_better)))
     return out
@@ -118,6 +121,20 @@ def _defense_line(records: list[dict], setup: dict) -> str:
     tail = (f" The largest clear gain: **{best['arm']}** at {fmt_fraction(best['fraction'])} labels." if best
             else " No defense clearly raised worst-case accuracy.")
     return head + "; ".join(parts) + "." + tail
+
+
+def _ablation_line(comps: list[dict]) -> str:
+    """What each switched-off component did to robustness, relative to the full method on the same seeds."""
+    abl = [c for c in comps if c["ablation"] and c["metric"] in ROBUSTNESS]
+    if not abl:
+        return ""
+    parts = []
+    for arm, f in dict.fromkeys((c["arm"], c["fraction"]) for c in abl):
+        mine = [c for c in abl if c["arm"] == arm and c["fraction"] == f]
+        parts.append(f"`{arm}` vs `{mine[0]['counterpart']}` at {fmt_fraction(f)} labels — "
+                     + "; ".join(_sentence(c) for c in mine))
+    return ("**Ablations** (one component switched off, compared with the full method on the same seeds; "
+            "'better' means better *without* the component): " + ". ".join(parts) + ".")
 
 
 def _numbers(c: dict) -> str:
@@ -231,7 +248,7 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
     setup = setup or {}
     comps = comparisons(records, setup)
     ref = tables.reference_eps(records, setup)
-    robust = [c for c in comps if c["metric"] in ROBUSTNESS]
+    robust = [c for c in comps if c["metric"] in ROBUSTNESS and not c["ablation"]]
     lines: list[str] = []
     if not robust:
         lines.append("No self-supervised arm could be paired with its supervised counterpart on the same label "
@@ -265,8 +282,8 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
             cp = pretty(next(iter(mine.values()))["counterpart"])
             head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_defense_line(records, setup), _report_reliance_line(records, setup), _near_zero_line(records, setup),
-                         _checks_line(records)) if x]
+    extra = [x for x in (_ablation_line(comps), _defense_line(records, setup), _report_reliance_line(records, setup),
+                         _near_zero_line(records, setup), _checks_line(records)) if x]
     if extra:
         lines.append("")
         lines += extra

@@ -59,6 +59,7 @@ def _setup_lines(records: list[dict], setup: dict) -> str:
         r = next(r for r in records if r.get("method") == m)
         desc = [str(r.get("kind") or "?"), "+".join(r.get("modalities") or []) or None,
                 f"{r.get('finetune_mode')} fine-tuning" if r.get("finetune_mode") else None,
+                f"ablation of {tables.ablation_base(records, m)}" if tables.ablation_base(records, m) else
                 f"compared with {r['counterpart']}" if r.get("counterpart") else None]
         arms.append(f"`{m}` ({', '.join(d for d in desc if d)})")
     add("Methods", "; ".join(arms))

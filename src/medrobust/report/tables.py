@@ -140,6 +140,16 @@ def reference_eps(records: list[dict], setup: dict | None = None) -> str | None:
     return nonzero[len(nonzero) // 2] if nonzero else None
 
 
+def ablation_base(records: list[dict], arm: str) -> str | None:
+    """The full arm that ``arm`` switches components off from, e.g. ``robust-mmr`` for
+    ``robust-mmr(domain_weight=0)``: same method without parameters and without a defense, when it ran."""
+    r = next((r for r in records if r.get("method") == arm), {})
+    base = r.get("method_name")
+    if not r.get("method_params") or r.get("defense") or base in (None, arm):
+        return None
+    return base if any(x.get("method") == base and not x.get("defense") for x in records) else None
+
+
 def runs(records: list[dict], method: str, fraction: float) -> list[dict]:
     """Records of ``method`` at ``fraction``, sorted by seed."""
     sel = [r for r in records if r.get("method") == method and stats._num(r.get("fraction")) == fraction]
