@@ -55,8 +55,8 @@ def test_attack_views_reproduce_the_similarity_and_attacks_raise_the_rank(pairs)
         assert torch.allclose(view(None, tokens), model.scale * txt @ img.T, atol=1e-5)
         emb = model.text_encoder.embed(tokens)
         assert torch.allclose(view.text_features_from_embeddings(emb, tokens), txt, atol=1e-6)
-    cfg = SimpleNamespace(batch_size=64, corruptions=["gaussian-noise"], reference_epsilon=4.0, retrieval_report_edits=2)
-    out = evaluate_retrieval(model, data, None, tok, cfg, seed=0)
+    cfg = SimpleNamespace(batch_size=64, corruptions=["gaussian-noise"], reference_epsilon=4.0)
+    out = evaluate_retrieval(model, data, None, tok, cfg, seed=0, report_edits=2)
     clean = out["clean"]["image_to_report"]["mean_rank"]
     adv = out["adversarial image (PGD-10, ε=4/255)"]
     assert adv["image_to_report"]["mean_rank"] > clean + 1  # the attack pushes the match down the ranking

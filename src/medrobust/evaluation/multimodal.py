@@ -150,8 +150,12 @@ class PairData:
 
 
 def evaluate_retrieval(model: RetrievalModel, test: PairData, holdout: PairData | None, tokenizer, cfg,
-                       seed: int) -> dict:
-    """Retrieval metrics per condition, and the mean-rank degradation of each perturbed condition."""
+                       seed: int, report_edits: int = 2) -> dict:
+    """Retrieval metrics per condition, and the mean-rank degradation of each perturbed condition.
+
+    ``cfg``: the study's ``EvalConfig`` (batch size, corruptions, reference ε); ``report_edits``: words
+    replaced in the perturbed- and adversarial-report conditions.
+    """
     from medrobust.attacks.report import ReportWordSubstitution, WordSubstitutionParams
     from medrobust.corruptions.base import apply
     from medrobust.evaluation.adversarial import build_attack
@@ -172,7 +176,7 @@ def evaluate_retrieval(model: RetrievalModel, test: PairData, holdout: PairData 
         corr.append(retrieval_metrics(_embed(model.encode_image, xc, bs) @ txt.T))
     if corr:
         out["corrupted image"] = _mean_metrics(corr)
-    k = max(1, int(cfg.retrieval_report_edits))
+    k = max(1, int(report_edits))
     noisy = torch.as_tensor(tokenizer.encode(perturb_reports(test.texts, k, seed)))[:, : tok.shape[1]]
     out[f"perturbed report ({k} words)"] = retrieval_metrics(img @ _embed(model.encode_text, noisy, bs).T)
     labels = torch.arange(len(x))

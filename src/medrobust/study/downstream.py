@@ -7,22 +7,13 @@ evaluated under every condition of :mod:`medrobust.evaluation.multimodal`.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import torch
 
 from medrobust.engine import distributed
-from medrobust.evaluation.robustness import adversarial_subset
 from medrobust.evaluation.multimodal import (PairData, RetrievalModel, RetrievalObjective, VQAData,
                                              VQAObjective, evaluate_retrieval, evaluate_vqa)
-from medrobust.evaluation.robustness import EVAL_SEED  # noqa: E402
-
-
-def _eval_cfg(cfg) -> SimpleNamespace:
-    ev, mm = cfg.evaluation, cfg.multimodal
-    return SimpleNamespace(batch_size=ev.batch_size, corruptions=ev.corruptions,
-                           reference_epsilon=ev.reference_epsilon, retrieval_report_edits=mm.report_edits)
+from medrobust.evaluation.robustness import EVAL_SEED, adversarial_subset
 
 
 def _pairs(split, tokens: np.ndarray, size: int) -> PairData:
@@ -57,7 +48,8 @@ def _retrieval(arm, labeled: np.ndarray) -> dict | None:
     ev = data.eval_data
     test = _pairs(data.test, ev.test_tokens, n)
     holdout = None if data.holdout is None else _pairs(data.holdout, ev.holdout_tokens, n)
-    return evaluate_retrieval(model.cpu(), test, holdout, data.tokenizer, _eval_cfg(cfg), EVAL_SEED)
+    return evaluate_retrieval(model.cpu(), test, holdout, data.tokenizer, cfg.evaluation, EVAL_SEED,
+                              report_edits=cfg.multimodal.report_edits)
 
 
 class _Freezable:
@@ -118,7 +110,7 @@ def _vqa(arm, labeled: np.ndarray) -> dict | None:
         return None
     images = {"test": data.test.images} | ({"holdout": data.holdout.images} if data.holdout is not None else {})
     splits = {k: vqa[k] for k in images}
-    metrics = evaluate_vqa(model.cpu(), images, splits, list(vqa["vocab"].answers), _eval_cfg(arm.cfg), EVAL_SEED)
+    metrics = evaluate_vqa(model.cpu(), images, splits, list(vqa["vocab"].answers), arm.cfg.evaluation, EVAL_SEED)
     metrics["n_train_questions"] = int(keep.sum())
     return metrics
 
