@@ -193,25 +193,26 @@ class TradesObjective(AdversarialObjective):
                 "kl": kl_per_example(clean, adv, self.task).mean().detach()}
 
 
-@register("defense", "pgd-at")
-class PGDAT(Defense):
-    """PGD adversarial fine-tuning (Madry et al. 2018) of any pre-trained encoder or the supervised arm."""
+class _TrainingDefense(Defense):
+    """A defense that only changes the fine-tuning objective (``Objective``); inference is untouched."""
 
-    Params = AdversarialTrainingParams
+    Objective: type[AdversarialObjective]
     kind = "training"
     randomized = False
 
     def objective(self, model: nn.Module, task: Task, base: nn.Module) -> nn.Module:
-        return PGDAdversarialTraining(model, task, base, self.params, self.seed)
+        return self.Objective(model, task, base, self.params, self.seed)
+
+
+@register("defense", "pgd-at")
+class PGDAT(_TrainingDefense):
+    """PGD adversarial fine-tuning (Madry et al. 2018) of any pre-trained encoder or the supervised arm."""
+
+    Params, Objective = AdversarialTrainingParams, PGDAdversarialTraining
 
 
 @register("defense", "trades")
-class Trades(Defense):
+class Trades(_TrainingDefense):
     """TRADES fine-tuning (Zhang et al. 2019), β configurable (default 6, the paper's CIFAR-10 value)."""
 
-    Params = TradesParams
-    kind = "training"
-    randomized = False
-
-    def objective(self, model: nn.Module, task: Task, base: nn.Module) -> nn.Module:
-        return TradesObjective(model, task, base, self.params, self.seed)
+    Params, Objective = TradesParams, TradesObjective
