@@ -7,22 +7,21 @@ features are probed with 10% of the training labels (task: normal vs abnormal; m
 evaluated on the test split, exactly as ``benchmarks/ssl_zoo.py`` does (kNN k=20, linear = L-BFGS logistic
 regression). ``random init`` is the untrained encoder. Time and peak memory of pre-training per method.
 
-Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/multimodal_probe.py [--steps 150] [--batch 256] [--set domain_weight=0.5]
+Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/multimodal_probe.py [--steps 150] [--batch 256] [--params '{"robust-mmr": {"domain_weight": 0.5}}']
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import json
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_zoo import RANDOM, features, knn_accuracy, linear_accuracy, peak_rss_mib, reset_peak_rss  # noqa: E402
+from ssl_zoo import RANDOM, each_in_fresh_process, features, peak_rss_mib, probes, reset_peak_rss  # noqa: E402
 
 METHODS = ["clip", "convirt", "mmr", "robust-mmr"]
 
@@ -30,7 +29,6 @@ METHODS = ["clip", "convirt", "mmr", "robust-mmr"]
 def run_one(method: str, args) -> dict:
     torch.set_num_threads(args.threads)
     from medrobust import registry
-    from medrobust.data.fractions import label_subset
     from medrobust.data.synthetic import SyntheticParams, load_synthetic
     from medrobust.data.tokenizer import ReportTokenizer
     from medrobust.engine.train import FitConfig, fit
@@ -49,8 +47,8 @@ def run_one(method: str, args) -> dict:
         text = TextTransformer(tok.vocab_size, TextParams(max_len=64))
         cls = registry.get("method", method)
         kwargs = {"fusion": Fusion(image.feature_dim, text.feature_dim)} if getattr(cls, "uses_fusion", False) else {}
-        params = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.set) if k in cls.Params.model_fields}
-        model = cls(image, text, cls.Params(**params), seed=args.seed, **kwargs)
+        model = cls(image, text, cls.Params.model_validate(json.loads(args.params).get(method, {})), seed=args.seed,
+                    **kwargs)
         tensors = {"image": torch.as_tensor(ds.train.images), "tokens": torch.as_tensor(tok.encode(ds.train.texts)),
                    "site": torch.as_tensor(ds.train.sites).long()}
         base = reset_peak_rss()
@@ -60,13 +58,8 @@ def run_one(method: str, args) -> dict:
     device = torch.device("cpu")
     train_f, test_f = features(image, ds.train.images, device), features(image, ds.test.images, device)
     train_y, test_y = torch.as_tensor(ds.train.labels), torch.as_tensor(ds.test.labels)
-    knn, lin = [], []
-    for s in range(args.label_seeds):
-        idx = torch.as_tensor(label_subset(ds.train.labels, 0.1, s))
-        knn.append(knn_accuracy(train_f[idx], train_y[idx], test_f, test_y, 2))
-        lin.append(linear_accuracy(train_f[idx], train_y[idx], test_f, test_y, 2))
-    return {"method": method, "knn": np.mean(knn), "linear": np.mean(lin), "linear_sd": np.std(lin),
-            "seconds": seconds, "memory": memory}
+    return {"method": method, "seconds": seconds, "memory": memory,
+            **probes(train_f, train_y, test_f, test_y, ds.train.labels, 0.1, 2, args.label_seeds)}
 
 
 def main(argv=None) -> None:
@@ -78,16 +71,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--methods", nargs="*", default=[RANDOM] + METHODS)
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="method parameters, e.g. domain_weight=0.5 (given to each method that has the key)")
+    ap.add_argument("--params", default="{}", help='JSON of method parameters, e.g. \'{"robust-mmr": {"domain_weight": 0.5}}\'')
     args = ap.parse_args(argv)
-    ctx = mp.get_context("spawn")  # a fresh process per method: clean peak-memory marks
-    rows = []
-    for m in args.methods:
-        with ctx.Pool(1) as pool:
-            rows.append(pool.apply(run_one, (m, args)))
+    rows = each_in_fresh_process(run_one, args)
     rand = next((r["linear"] for r in rows if r["method"] == RANDOM), float("nan"))
-    print(f"synthetic pairs, {args.steps} steps × batch {args.batch}, {' '.join(args.set) or 'default parameters'}, "
+    print(f"synthetic pairs, {args.steps} steps × batch {args.batch}, parameters {args.params}, "
           f"probes at 10% labels "
           f"(mean over {args.label_seeds} label draws)\n")
     print("| method | kNN acc | linear acc (± sd) | linear − random init (pp) | pre-train time s | peak memory MiB |")

@@ -105,10 +105,35 @@ def linear_accuracy(train_f, train_y, test_f, test_y, n_classes: int, l2: float 
         return float(((xb @ w + b).argmax(dim=1) == test_y).float().mean())
 
 
+def probes(train_f, train_y, test_f, test_y, labels: np.ndarray, fraction: float, n_classes: int,
+           label_seeds: int) -> dict:
+    """kNN and linear probe accuracy (mean and sd over ``label_seeds`` stratified label subsets)."""
+    from medrobust.data.fractions import label_subset
+
+    knn, lin = [], []
+    for s in range(label_seeds):
+        idx = torch.as_tensor(label_subset(labels, fraction, s))
+        knn.append(knn_accuracy(train_f[idx], train_y[idx], test_f, test_y, n_classes))
+        lin.append(linear_accuracy(train_f[idx], train_y[idx], test_f, test_y, n_classes))
+    return {"knn": np.mean(knn), "knn_sd": np.std(knn), "linear": np.mean(lin), "linear_sd": np.std(lin),
+            "n_labeled": len(idx)}
+
+
+def each_in_fresh_process(run_one, args) -> list[dict]:
+    """``run_one(method, args)`` for every ``args.methods``, each in a fresh process (its own peak memory)."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for method in args.methods:
+        start = time.perf_counter()
+        with ctx.Pool(1) as pool:
+            rows.append(pool.apply(run_one, (method, args)))
+        print(f"# {method}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return rows
+
+
 def run_one(method: str, args) -> dict:
     torch.set_num_threads(args.threads)
     from medrobust import registry
-    from medrobust.data.fractions import label_subset
     from medrobust.engine.train import FitConfig, fit
     from medrobust.models.encoders import SmallCNN
     from medrobust.models.layers import image_stats
@@ -135,15 +160,10 @@ def run_one(method: str, args) -> dict:
                   else peak_rss_mib() - base)
     train_f, test_f = features(encoder, ds.train.images, device), features(encoder, ds.test.images, device)
     train_y, test_y = torch.as_tensor(ds.train.labels), torch.as_tensor(ds.test.labels)
-    knn, lin = [], []
-    for s in range(args.label_seeds):
-        idx = torch.as_tensor(label_subset(ds.train.labels, args.fraction, s))
-        knn.append(knn_accuracy(train_f[idx], train_y[idx], test_f, test_y, ds.task.n_outputs))
-        lin.append(linear_accuracy(train_f[idx], train_y[idx], test_f, test_y, ds.task.n_outputs))
     std_feat = F.normalize(test_f, dim=1).std(dim=0).mean().item() * test_f.shape[1] ** 0.5
-    return {"method": method, "knn": np.mean(knn), "knn_sd": np.std(knn), "linear": np.mean(lin),
-            "linear_sd": np.std(lin), "seconds": seconds, "memory": memory, "std": std_feat,
-            "n_train": len(ds.train), "n_test": len(ds.test), "n_labeled": len(idx)}
+    return {"method": method, "seconds": seconds, "memory": memory, "std": std_feat, "n_train": len(ds.train),
+            "n_test": len(ds.test), **probes(train_f, train_y, test_f, test_y, ds.train.labels, args.fraction,
+                                             ds.task.n_outputs, args.label_seeds)}
 
 
 def main(argv=None) -> None:
@@ -159,14 +179,7 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="*", default=[RANDOM] + ZOO)
     ap.add_argument("--params", default="{}", help='JSON of method parameters, e.g. \'{"rotation": {"views": {}}}\'')
     args = ap.parse_args(argv)
-    ctx = mp.get_context("spawn")
-    rows = []
-    for method in args.methods:
-        start = time.perf_counter()
-        with ctx.Pool(1) as pool:  # a fresh process per method: its own peak memory
-            row = pool.apply(run_one, (method, args))
-        rows.append(row)
-        print(f"# {method}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    rows = each_in_fresh_process(run_one, args)
     r = rows[0]
     print(f"\ndata {args.data}: {r['n_train']} training images ({r['n_labeled']} labeled, {args.fraction:g}), "
           f"{r['n_test']} test; {args.steps} steps x batch {args.batch}, lr {args.lr:g}; "
