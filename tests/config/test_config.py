@@ -158,3 +158,15 @@ def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
     if name == "quick":  # the sparse-label image+report arms, the image arms at both fractions
         assert {r.fraction for r in runs if r.method.name in ("clip", "robust-mmr")} == {0.1}
         assert {r.fraction for r in runs if r.method.name == "simclr"} == {0.1, 1.0}
+
+
+@pytest.mark.parametrize("evaluation, where", [
+    ({"attacks": ["fgsm", {"name": "pgd", "norm": "l2"}]}, r"attacks\[1\] \(pgd\) has norm 'l2'"),
+    ({"worst_case": [{"name": "apgd-ce"}, {"name": "pgd", "norm": "l2", "steps": 5}]}, r"worst_case\[1\] \(pgd\)"),
+])
+def test_l2_attacks_are_refused_on_the_linf_grid(evaluation, where):
+    """The study's ε grid is L∞ ×1/255: an L2 attack would silently get a radius of a few 1/255."""
+    with pytest.raises(ConfigError, match=rf"'evaluation'.*{where}.*L∞ in units of 1/255"):
+        validate({"evaluation": evaluation})
+    assert validate({"evaluation": {"attacks": [{"name": "pgd", "norm": "linf", "steps": 3}]}}).evaluation.attacks[0] \
+        .params == {"norm": "linf", "steps": 3}

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medrobust import registry
 from medrobust.data.base import Task, to_unit
@@ -77,6 +77,19 @@ class EvalConfig(BaseModel):
     @classmethod
     def _attack_names(cls, v):
         return [as_component(a) for a in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _linf_only(self) -> "EvalConfig":
+        """The ε grid is an L∞ budget in 1/255: an L2 attack on it would get radii of a few 1/255 (no attack)."""
+        named = [(f"attacks[{i}]", a) for i, a in enumerate(self.attacks)]
+        if not isinstance(self.worst_case, str):
+            named += [(f"worst_case[{i}]", a) for i, a in enumerate(self.worst_case)]
+        for where, a in named:
+            if str(a.params.get("norm", "linf")).lower() != "linf":
+                raise ValueError(f"{where} ({a.name}) has norm {a.params['norm']!r}, but the study's ε grid is L∞ "
+                                 "in units of 1/255; L2 attacks (norm: l2) are library functions, not run on this "
+                                 "grid — use norm: linf")
+        return self
 
 
 @dataclass
