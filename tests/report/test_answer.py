@@ -216,3 +216,25 @@ def test_ablation_arms_are_judged_against_the_full_method_not_the_supervised_bas
     alone = [r for r in records if r["method"] != "simclr"]
     assert {c["counterpart"] for c in answer.comparisons(alone, SETUP)} == {"supervised"}
     assert "**Ablations**" not in answer.answer(alone, SETUP)
+
+
+def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
+    records = []
+    for i, s in enumerate((0, 1, 2)):
+        for method, vqa, r10 in (("supervised-multimodal", 0.50 + 0.01 * i, 0.10), ("clip", 0.60 + 0.02 * i, 0.10)):
+            r = rec(method, 0.1, s, 0.9, 0.8, counterpart=None if method.startswith("sup") else "supervised-multimodal",
+                    modalities=("image", "text"))
+            r["multimodal"] = {"vqa": {"clean": {"overall": {"accuracy": vqa}},
+                                       "adversarial image (PGD-10, ε=2/255)": {"overall": {"accuracy": vqa - 0.2}}},
+                               "retrieval": {"clean": {"image_to_report": {"R@10": r10 + 0.001 * s}}}}
+            records.append(r)
+    comps = {c["metric"]: c for c in answer.comparisons(records, SETUP)}
+    assert abs(comps["vqa_acc"]["mean_diff"] - 0.11) < 1e-9 and comps["vqa_acc"]["verdict"] == "better"
+    assert comps["vqa_adv"]["mean_b"] == pytest.approx(0.31)  # the attacked condition found by its prefix
+    assert comps["r10"]["verdict"] == "no clear difference" and "r10_adv" not in comps  # not measured: left out
+    line = next(x for x in answer.answer(records, SETUP).splitlines() if x.startswith("**Retrieval and VQA**"))
+    assert "2 of 3 comparisons clear" in line
+    assert "CLIP at 10% labels, VQA accuracy: **better** (51.0% → 62.0%, +11.0 pp" in line
+    assert "VQA accuracy under PGD on the image: **better** (31.0% → 42.0%" in line
+    assert "R@10" not in line  # no clear difference there
+    assert not any(c["metric"] in answer.TASKS for c in answer.comparisons(grid(), SETUP))  # image-only arms

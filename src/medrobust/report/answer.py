@@ -14,7 +14,10 @@ from medrobust.report import stats, tables
 from medrobust.report.stats import BETTER, TOO_FEW, UNCLEAR, WORSE, fmt_ci, fmt_diff, fmt_eps, fmt_fraction, fmt_value
 
 #: metrics compared between a self-supervised arm and its counterpart (noreport only if both multimodal)
-COMPARED = ("clean_acc", "worst_ref", "gap", "corr_mean", "holdout_acc", "noreport_acc")
+COMPARED = ("clean_acc", "worst_ref", "gap", "corr_mean", "holdout_acc", "noreport_acc", "vqa_acc", "vqa_adv", "r10",
+            "r10_adv")
+#: the multimodal downstream tasks (image+report arms with multimodal.tasks), summarised in one line
+TASKS = ("vqa_acc", "vqa_adv", "r10", "r10_adv")
 #: the three robustness questions the answer is about, with the short word used in the text
 ROBUSTNESS = {"worst_ref": "adversarial", "corr_mean": "corruptions", "holdout_acc": "site shift"}
 NEAR_ZERO = 0.05
@@ -121,6 +124,25 @@ def _defense_line(records: list[dict], setup: dict) -> str:
     tail = (f" The largest clear gain: **{best['arm']}** at {fmt_fraction(best['fraction'])} labels." if best
             else " No defense clearly raised worst-case accuracy.")
     return head + "; ".join(parts) + "." + tail
+
+
+def _tasks_line(comps: list[dict]) -> str:
+    """The retrieval / VQA comparisons of the pre-trained image+report arms with their supervised counterpart:
+    how many, and the clear ones with their numbers."""
+    mine = [c for c in comps if c["metric"] in TASKS and not c["ablation"]]
+    if not mine:
+        return ""
+    clear = [c for c in mine if c["verdict"] in (BETTER, WORSE)]
+    judged = [c for c in mine if c["verdict"] != TOO_FEW]
+    head = (f"**Retrieval and VQA** (each pre-trained image+report arm vs its supervised counterpart, fine-tuned "
+            f"on the same labeled pairs): {len(clear)} of {len(mine)} comparisons clear")
+    if not judged:
+        return head + " — too few seeds to tell."
+    if not clear:
+        return head + " — pre-training made no clear difference to retrieval R@10 or VQA accuracy, clean or attacked."
+    parts = [f"{pretty(c['arm'])} at {fmt_fraction(c['fraction'])} labels, {c['label']}: **{c['verdict']}** "
+             f"({fmt_value(c['mean_b'])}% → {fmt_value(c['mean_a'])}%, {_numbers(c)})" for c in clear]
+    return head + ": " + "; ".join(parts) + "."
 
 
 def _ablation_line(comps: list[dict]) -> str:
@@ -282,7 +304,7 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
             cp = pretty(next(iter(mine.values()))["counterpart"])
             head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_ablation_line(comps), _defense_line(records, setup), _report_reliance_line(records, setup),
+    extra = [x for x in (_tasks_line(comps), _ablation_line(comps), _defense_line(records, setup), _report_reliance_line(records, setup),
                          _near_zero_line(records, setup), _checks_line(records)) if x]
     if extra:
         lines.append("")

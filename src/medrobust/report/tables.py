@@ -39,6 +39,16 @@ def acc(rec: dict, split: str) -> float:
     return stats._num(_get(rec, "metrics", split, "acc"))
 
 
+def task_value(rec: dict, task: str, condition: str, *path: str) -> float:
+    """A multimodal-task metric: ``rec["multimodal"][task][<condition>][*path]``, where ``condition`` is the
+    condition name or its prefix (``"adversarial image"`` matches ``"adversarial image (PGD-10, ε=2/255)"``)."""
+    conds = _get(rec, "multimodal", task)
+    if not isinstance(conds, dict):
+        return NAN
+    key = condition if condition in conds else next((k for k in conds if k.startswith(condition)), None)
+    return NAN if key is None else stats._num(_get(conds, key, *path))
+
+
 def attack_acc(rec: dict, attack: str, eps: str) -> float:
     """Robust accuracy of ``rec`` under ``attack`` (``fgsm``, ``pgd``, ``worst``) at epsilon key ``eps``."""
     return stats._num(_get(rec, "metrics", "attacks", attack, str(eps)))
@@ -89,6 +99,13 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
         Metric("holdout_drop", "in-site → held-out accuracy drop", "pct", False,
                lambda r: acc(r, "clean") - acc(r, "holdout")),
         Metric("noreport_acc", "accuracy with the report removed", "pct", True, lambda r: acc(r, "noreport")),
+        Metric("vqa_acc", "VQA accuracy", "pct", True, lambda r: task_value(r, "vqa", "clean", "overall", "accuracy")),
+        Metric("vqa_adv", "VQA accuracy under PGD on the image", "pct", True,
+               lambda r: task_value(r, "vqa", "adversarial image", "overall", "accuracy")),
+        Metric("r10", "retrieval R@10 image→report", "pct", True,
+               lambda r: task_value(r, "retrieval", "clean", "image_to_report", "R@10")),
+        Metric("r10_adv", "retrieval R@10 image→report under PGD on the image", "pct", True,
+               lambda r: task_value(r, "retrieval", "adversarial image", "image_to_report", "R@10")),
         Metric("time_total", "run time (pretrain + fine-tune + eval)", "s", False,
                lambda r: sum(stats.finite(_get(r, "timing", k) for k in ("pretrain_s", "finetune_s", "eval_s")))
                if isinstance(r.get("timing"), dict) else NAN),
