@@ -199,3 +199,13 @@ def test_report_side_attack_tables_rendered(tmp_path):
     section = md.split("report-word-substitution: robust accuracy (%) per budget")[1]
     line = next(x for x in section.splitlines() if x.startswith("| clip"))
     assert "60.0" in line and "40.0" in line
+
+
+def test_run_time_counts_every_timed_stage():
+    from medrobust.report import tables
+
+    total = tables.metrics("2")["time_total"]
+    timing = {"pretrain_s": 1.0, "pretrain_cached": False, "defense_s": 2.0, "finetune_s": 3.0, "inference_s": 0.5,
+              "eval_s": 4.0, "tasks_s": 5.0}
+    assert total.get({"timing": timing}) == 15.5
+    assert total.get({"timing": {k: v for k, v in timing.items() if k != "tasks_s"}}) == 10.5  # image-only run

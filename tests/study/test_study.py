@@ -233,6 +233,8 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
         assert "degradation" in mm["retrieval"]["corrupted image"]
         assert 0 <= mm["vqa"]["clean"]["overall"]["accuracy"] <= 1 and mm["vqa"]["clean"]["overall"]["n"] == 30
         assert 0 <= records[arm]["metrics"]["noimage"]["acc"] <= 1
+        assert records[arm]["timing"]["tasks_s"] > 0  # counted in the report's run time
+    assert "tasks_s" not in records["supervised"]["timing"]
     noisy = records["supervised + input-noise"]
     assert noisy["defense"] == "input-noise" and noisy["randomized"] and noisy["undefended"] == "supervised"
     assert "2" in noisy["metrics"]["attacks"]["pgd_without_eot"]

@@ -81,6 +81,10 @@ class Metric:
     get: Callable[[dict], float] = field(compare=False, repr=False)
 
 
+#: the timed stages of a run record (``timing``), in the order they run
+TIMED_STAGES = ("pretrain_s", "defense_s", "finetune_s", "inference_s", "eval_s", "tasks_s")
+
+
 def metrics(ref_eps: str | None) -> dict[str, Metric]:
     """The per-run metrics used by tables, comparisons and the answer (``ref_eps`` = reference ε key)."""
     def worst(r: dict) -> float:
@@ -106,8 +110,8 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
                lambda r: task_value(r, "retrieval", "clean", "image_to_report", "R@10")),
         Metric("r10_adv", "retrieval R@10 image→report under PGD on the image", "pct", True,
                lambda r: task_value(r, "retrieval", "adversarial image", "image_to_report", "R@10")),
-        Metric("time_total", "run time (pretrain + fine-tune + eval)", "s", False,
-               lambda r: sum(stats.finite(_get(r, "timing", k) for k in ("pretrain_s", "finetune_s", "eval_s")))
+        Metric("time_total", "run time (pretrain + defense + fine-tune + inference timing + eval + retrieval/VQA "
+               "tasks)", "s", False, lambda r: sum(stats.finite(_get(r, "timing", k) for k in TIMED_STAGES))
                if isinstance(r.get("timing"), dict) else NAN),
     ]
     return {m.name: m for m in ms}

@@ -196,9 +196,11 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     if arm.uses_text and cfg.multimodal.tasks and defense is None and arm.mode == "full":  # tasks start from the undefended modules
         from medrobust.study.downstream import run_downstream
 
+        start = time.perf_counter()
         tasks = run_downstream(arm, labeled)
         if record is not None:
             record["multimodal"] = tasks
+            record["timing"]["tasks_s"] = time.perf_counter() - start  # retrieval + VQA: fine-tune and evaluate
     distributed.barrier()
     return record
 
