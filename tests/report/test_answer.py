@@ -223,7 +223,7 @@ def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
     for i, s in enumerate((0, 1, 2)):
         for method, vqa, r10 in (("supervised-multimodal", 0.50 + 0.01 * i, 0.10), ("clip", 0.60 + 0.02 * i, 0.10)):
             r = rec(method, 0.1, s, 0.9, 0.8, counterpart=None if method.startswith("sup") else "supervised-multimodal",
-                    modalities=("image", "text"))
+                    modalities=("image", "text"), noreport=0.55)
             r["multimodal"] = {"vqa": {"clean": {"overall": {"accuracy": vqa}},
                                        "adversarial image (PGD-10, ε=2/255)": {"overall": {"accuracy": vqa - 0.2}}},
                                "retrieval": {"clean": {"image_to_report": {"R@10": r10 + 0.001 * s}}}}
@@ -238,3 +238,6 @@ def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
     assert "VQA accuracy under PGD on the image: **better** (31.0% → 42.0%" in line
     assert "R@10" not in line  # no clear difference there
     assert not any(c["metric"] in answer.TASKS for c in answer.comparisons(grid(), SETUP))  # image-only arms
+    paragraphs = answer.answer(records, SETUP).split("\n\n")
+    assert any(p.startswith("**Retrieval and VQA**") for p in paragraphs)  # its own paragraph, not run together
+    assert any(p.startswith("Image attacks leave the report clean") for p in paragraphs)

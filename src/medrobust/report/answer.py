@@ -304,9 +304,9 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
             cp = pretty(next(iter(mine.values()))["counterpart"])
             head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_tasks_line(comps), _ablation_line(comps), _defense_line(records, setup), _report_reliance_line(records, setup),
-                         _near_zero_line(records, setup), _checks_line(records)) if x]
-    if extra:
-        lines.append("")
-        lines += extra
+    extra = [x for x in (_tasks_line(comps), _ablation_line(comps), _defense_line(records, setup),
+                         _report_reliance_line(records, setup), _near_zero_line(records, setup), _checks_line(records))
+             if x]
+    for paragraph in extra:  # a blank line between: each its own paragraph in Markdown and HTML
+        lines += ["", paragraph]
     return "\n".join(lines).strip() + "\n"
