@@ -47,7 +47,8 @@ def make(fractions=(0.1, 1.0), seeds=(0, 1, 2), holdout=True, arms=ARMS):
              "holdout_sites": ["D"] if holdout else [], "methods": [a[0] for a in arms], "fractions": list(fractions),
              "seeds": list(seeds), "epsilons": EPS, "reference_epsilon": "2", "attack": "PGD",
              "corruptions": CORR, "severities": [1, 2, 3, 4, 5],
-             "skipped": [{"method": "mae", "reason": "not in this study"}], "config_yaml": "study: test\n"}
+             "skipped": [{"method": "mae", "reason": "not in this study"}], "config_yaml": "study: test\n",
+             "budgets": "pre-training 150 steps × batch 128", "downstream": "late fusion of the encoders"}
     return recs, setup
 
 
@@ -148,6 +149,8 @@ def test_no_holdout_and_no_multimodal_arms(tmp_path):
     assert not (tmp_path / "site_shift.png").exists()
     assert "No held-out site" in md and "`site_shift.png` not drawn" in md
     assert "report removed" not in md and "Held-out-site accuracy" not in md
+    assert "- **Budgets:** pre-training 150 steps × batch 128" in md
+    assert "Image+report downstream" not in md  # no image+report arm in these records
     assert "clip" not in md
     assert "1% labels" in md and (tmp_path / "label_fraction.png").exists()
 
@@ -209,3 +212,10 @@ def test_run_time_counts_every_timed_stage():
               "eval_s": 4.0, "tasks_s": 5.0}
     assert total.get({"timing": timing}) == 15.5
     assert total.get({"timing": {k: v for k, v in timing.items() if k != "tasks_s"}}) == 10.5  # image-only run
+
+
+def test_setup_says_how_image_report_arms_are_fine_tuned(full):
+    md = full[3].read_text(encoding="utf-8")
+    setup_part = md.split("## Setup")[1].split("## Results per metric")[0]
+    assert "- **Budgets:** pre-training 150 steps × batch 128" in setup_part
+    assert "- **Image+report downstream:** late fusion of the encoders" in setup_part

@@ -243,3 +243,5 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
     text = (out / "report" / "report.md").read_text()
     for heading in ("## Defenses", "## Multimodal arms", "### Retrieval image→report: R@1", "### VQA accuracy"):
         assert heading in text
+    assert "- **Image+report downstream:** the fusion transformer (fusion {'dim': 32})" in text
+    assert "- **Budgets:** pre-training 4 steps × batch 32" in text

@@ -73,6 +73,9 @@ def _setup_lines(records: list[dict], setup: dict) -> str:
     add("Corruptions", _join(s.get("corruptions") or []))
     add("Severities", _join(s.get("severities") or []))
     add("Encoder", s.get("encoder"))
+    add("Budgets", s.get("budgets"))
+    if any("text" in (r.get("modalities") or []) for r in records):
+        add("Image+report downstream", s.get("downstream"))
     info = next((r.get("info") for r in records if isinstance(r.get("info"), dict)), None) or {}
     names = {"n_train": "training pool", "n_test": "in-site test", "n_adv": "attacked test",
              "n_holdout": "held-out site"}

@@ -246,9 +246,21 @@ def setup_info(cfg: StudyConfig, data: PreparedData, skipped: list[dict], runtim
         "budgets": f"pre-training {cfg.pretrain.steps} steps × batch {cfg.pretrain.batch_size}; fine-tuning "
                    f"{cfg.finetune.steps} steps × batch {cfg.finetune.batch_size} (pre-trained arms: "
                    f"{', '.join(cfg.finetune.mode)})",
+        "downstream": _downstream(cfg),
         "skipped": skipped, "config_yaml": dump(cfg), "runtime_s": runtime_s,
         "versions": {"medrobust": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
+
+
+def _downstream(cfg: StudyConfig) -> str:
+    """What the image+report arms are fine-tuned and evaluated with, in words."""
+    mm = cfg.multimodal
+    model = ("late fusion: the (pre-trained) image and report encoders' features concatenated; a fusion "
+             "transformer from pre-training (mmr, robust-mmr) is not used downstream" if mm.fusion is None else
+             f"the fusion transformer ({mm.fusion.name} {mm.fusion.params or ''}".rstrip() + "): image patch and "
+             "report tokens in one transformer, pre-trained by mmr / robust-mmr, fresh for the other arms")
+    tasks = f"; tasks besides classification: {', '.join(mm.tasks)}" if mm.tasks else ""
+    return model + tasks
 
 
 def run_study(cfg: StudyConfig, log: Log = print) -> Path:
