@@ -24,7 +24,13 @@ def test_data_vqa_writes_what_generate_vqa_returns(tmp_path, capsys):
     assert again.read_bytes() == out.read_bytes()  # json round trip is byte-stable
     printed = capsys.readouterr().out
     closed = sum(e["answer_type"] == "CLOSED" for e in got)
-    assert str(out) in printed and f"{len(got)} questions on {len(split)} test images" in printed
+    asked = len({e["image_name"] for e in got})
+    assert str(out) in printed and f"{len(got)} questions on {asked} of the {len(split)} test images" in printed
+    assert 0 < asked <= len(split)
+    described = subprocess.run([sys.executable, "-m", "medrobust", "data", "inspect", str(out)], capture_output=True,
+                               text=True, check=True).stdout  # the json is also what `data inspect` reads
+    assert f"VQA-RAD layout: {len(got)} questions on {asked} images" in described
+    assert f"CLOSED: {closed}, OPEN: {len(got) - closed}" in described
     assert f"{closed} CLOSED, {len(got) - closed} OPEN" in printed
 
 

@@ -126,7 +126,8 @@ def cmd_data_vqa(args) -> int:
     path = write_vqa_json(args.out, entries)
     closed = [e for e in entries if e["answer_type"] == "CLOSED"]
     yes = sum(e["answer"] == "yes" for e in closed)
-    print(f"wrote {path}: {len(entries)} questions on {len(split)} {args.split} images "
+    asked = len({e["image_name"] for e in entries})  # balancing can leave an image without questions
+    print(f"wrote {path}: {len(entries)} questions on {asked} of the {len(split)} {args.split} images "
           f"({len(closed)} CLOSED, {len(entries) - len(closed)} OPEN; {yes} of {len(closed)} yes/no answers are yes)")
     return 0
 

@@ -17,12 +17,12 @@ from medrobust.data.base import UNLABELED, DataError
 from medrobust.data.manifest import image_path, read_entries, read_image
 from medrobust.data.medmnist import KNOWN_SUBSETS, SPLITS, read_npz, recognise
 
-SUPPORTED = (".npz", ".jsonl")
+SUPPORTED = (".npz", ".jsonl", ".json")
 _MD5_LIMIT = 512 * 2**20  # hash files up to this size only
 
 
 def describe(path: str | Path) -> str:
-    """A multi-line description of a ``.npz`` (MedMNIST) or ``.jsonl`` (manifest) file.
+    """A multi-line description of a ``.npz`` (MedMNIST), ``.jsonl`` (manifest) or ``.json`` (VQA-RAD layout) file.
 
     Raises:
         DataError: for a missing file, an unsupported extension (naming the supported ones) or an unreadable
@@ -32,10 +32,10 @@ def describe(path: str | Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:
         raise DataError(f"{path}: cannot describe {suffix or 'extension-less'!r} files; supported: .npz "
-                        "(MedMNIST arrays) and .jsonl (image-text manifest)")
+                        "(MedMNIST arrays), .jsonl (image-text manifest) and .json (VQA questions, VQA-RAD layout)")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return _describe_npz(path) if suffix == ".npz" else _describe_manifest(path)
+    return {".npz": _describe_npz, ".jsonl": _describe_manifest, ".json": _describe_vqa}[suffix](path)
 
 
 def _distribution(labels: np.ndarray, names: tuple[str, ...] | None = None) -> str:
@@ -131,3 +131,21 @@ def _describe_manifest(path: Path) -> str:
     if example is not None:
         lines.append(f"example report: {example[:200]}{'...' if len(example) > 200 else ''}")
     return "\n".join(lines)
+
+
+def _describe_vqa(path: Path) -> str:
+    """Questions, images, answer types and the most frequent answers of a VQA-RAD-layout json."""
+    from medrobust.data.vqa import read_vqa_json
+
+    entries = read_vqa_json(path)  # checks every entry, naming the index of a malformed one
+    types = Counter(e["answer_type"] for e in entries)
+    qtypes = Counter(str(e.get("question_type", "?")) for e in entries)
+    answers = Counter(str(e["answer"]).lower() for e in entries)
+    return "\n".join([
+        f"{path} (VQA questions, VQA-RAD layout: {len(entries)} questions on "
+        f"{len({e['image_name'] for e in entries})} images)",
+        "answer types: " + ", ".join(f"{k}: {v}" for k, v in sorted(types.items())),
+        "question types: " + ", ".join(f"{k}: {v}" for k, v in sorted(qtypes.items())),
+        f"answers: {len(answers)} distinct; most frequent: "
+        + ", ".join(f"{a} ({n})" for a, n in answers.most_common(5)),
+        f"example: {entries[0]['question']} -> {entries[0]['answer']}" if entries else "example: none"])
