@@ -12,16 +12,15 @@ Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/multimodal_probe.py [--steps 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_zoo import RANDOM, each_in_fresh_process, features, peak_rss_mib, probes, reset_peak_rss  # noqa: E402
+from ssl_zoo import (RANDOM, each_in_fresh_process, features, peak_rss_mib, pretrain_probe_args,  # noqa: E402
+                     probes, reset_peak_rss)
 
 METHODS = ["clip", "convirt", "mmr", "robust-mmr"]
 
@@ -63,15 +62,7 @@ def run_one(method: str, args) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--label-seeds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ap.add_argument("--methods", nargs="*", default=[RANDOM] + METHODS)
-    ap.add_argument("--params", default="{}", help='JSON of method parameters, e.g. \'{"robust-mmr": {"domain_weight": 0.5}}\'')
+    ap = pretrain_probe_args(__doc__.splitlines()[0], METHODS, '{"robust-mmr": {"domain_weight": 0.5}}')
     args = ap.parse_args(argv)
     rows = each_in_fresh_process(run_one, args)
     rand = next((r["linear"] for r in rows if r["method"] == RANDOM), float("nan"))

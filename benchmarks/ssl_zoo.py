@@ -166,18 +166,24 @@ def run_one(method: str, args) -> dict:
                                              ds.task.n_outputs, args.label_seeds)}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="synthetic", help="'synthetic' (sites A-C, 900 per site) or a MedMNIST .npz")
+def pretrain_probe_args(description: str, methods: list[str], params_example: str) -> argparse.ArgumentParser:
+    """The options every pre-train-then-probe benchmark takes (budget, probes, threads, methods, parameters)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--fraction", type=float, default=0.1, help="labeled fraction of the training split")
     ap.add_argument("--label-seeds", type=int, default=5, help="label subsets averaged over")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
-    ap.add_argument("--methods", nargs="*", default=[RANDOM] + ZOO)
-    ap.add_argument("--params", default="{}", help='JSON of method parameters, e.g. \'{"rotation": {"views": {}}}\'')
+    ap.add_argument("--methods", nargs="*", default=[RANDOM] + methods)
+    ap.add_argument("--params", default="{}", help=f"JSON of method parameters, e.g. '{params_example}'")
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = pretrain_probe_args(__doc__.splitlines()[0], ZOO, '{"rotation": {"views": {}}}')
+    ap.add_argument("--data", default="synthetic", help="'synthetic' (sites A-C, 900 per site) or a MedMNIST .npz")
+    ap.add_argument("--fraction", type=float, default=0.1, help="labeled fraction of the training split")
     args = ap.parse_args(argv)
     rows = each_in_fresh_process(run_one, args)
     r = rows[0]
