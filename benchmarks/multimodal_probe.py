@@ -31,6 +31,7 @@ def run_one(method: str, args) -> dict:
     from medrobust.data.synthetic import SyntheticParams, load_synthetic
     from medrobust.data.tokenizer import ReportTokenizer
     from medrobust.engine.train import FitConfig, fit
+    from medrobust.methods.contract import Encoders, info_of
     from medrobust.models.encoders import SmallCNN
     from medrobust.models.fusion import Fusion
     from medrobust.models.layers import image_stats
@@ -45,9 +46,9 @@ def run_one(method: str, args) -> dict:
         tok = ReportTokenizer.train(ds.train.texts, vocab_size=1000, max_len=64)
         text = TextTransformer(tok.vocab_size, TextParams(max_len=64))
         cls = registry.get("method", method)
-        kwargs = {"fusion": Fusion(image.feature_dim, text.feature_dim)} if getattr(cls, "uses_fusion", False) else {}
-        model = cls(image, text, cls.Params.model_validate(json.loads(args.params).get(method, {})), seed=args.seed,
-                    **kwargs)
+        fusion = Fusion(image.feature_dim, text.feature_dim) if info_of(cls).uses_fusion else None
+        model = cls(Encoders(image, text, fusion), cls.Params.model_validate(json.loads(args.params).get(method, {})),
+                    seed=args.seed)
         tensors = {"image": torch.as_tensor(ds.train.images), "tokens": torch.as_tensor(tok.encode(ds.train.texts)),
                    "site": torch.as_tensor(ds.train.sites).long()}
         base = reset_peak_rss()

@@ -135,6 +135,7 @@ def run_one(method: str, args) -> dict:
     torch.set_num_threads(args.threads)
     from medrobust import registry
     from medrobust.engine.train import FitConfig, fit
+    from medrobust.methods.contract import Encoders
     from medrobust.models.encoders import SmallCNN
     from medrobust.models.layers import image_stats
 
@@ -149,7 +150,8 @@ def run_one(method: str, args) -> dict:
     seconds, memory = 0.0, 0.0
     if method != RANDOM:
         cls = registry.get("method", method)
-        model = cls(encoder, None, cls.Params.model_validate(json.loads(args.params).get(method, {})), seed=args.seed)
+        model = cls(Encoders(encoder), cls.Params.model_validate(json.loads(args.params).get(method, {})),
+                    seed=args.seed)
         cfg = FitConfig(steps=args.steps, batch_size=args.batch, lr=args.lr)
         base = reset_peak_rss()
         if device.type == "cuda":

@@ -222,14 +222,14 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
     checks += [(f"evaluation.attacks[{i}]", "attack", a.name, a.params) for i, a in enumerate(cfg.evaluation.attacks)]
     checks += [(f"evaluation.worst_case[{i}]", "attack", a.name, a.params)
                for i, a in enumerate(cfg.evaluation.sequence())]
-    checks += [(f"evaluation.report_attacks[{i}]", "attack", a.name, a.params)
+    checks += [(f"evaluation.report_attacks[{i}]", "report-attack", a.name, a.params)
                for i, a in enumerate(cfg.evaluation.report_attacks)]
     checks += [(f"evaluation.corruptions[{i}]", "corruption", c, None) for i, c in enumerate(cfg.evaluation.corruptions)]
     for key, family, name, params in checks:
         try:
             component = registry.get(family, name)
         except registry.RegistryError as exc:
-            raise ConfigError(f"{where}: '{key}': {exc}") from None
+            raise ConfigError(f"{where}: '{key}': {_misplaced_attack(registry, family, name) or exc}") from None
         if params is not None:
             try:
                 component.Params.model_validate(params)
@@ -239,6 +239,18 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
     names = [m.label for m in cfg.methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: 'methods' lists an arm twice (same method and parameters): {names}")
+
+
+def _misplaced_attack(registry, family: str, name: str) -> str | None:
+    """Why an image attack listed as a report attack (or the other way round) is wrong, and where it belongs."""
+    other = {"attack": "report-attack", "report-attack": "attack"}.get(family)
+    if other is None or name not in registry.names(other):
+        return None
+    if other == "attack":
+        return f"{name} is an image attack (it attacks the image); list it under evaluation.attacks or worst_case"
+    joint = getattr(registry.get(other, name), "target", "") == "joint"
+    what = "image and report together" if joint else "the report text"
+    return f"{name} is a report-attack (it attacks {what}); list it under evaluation.report_attacks"
 
 
 def _describe(error: dict, model: type[BaseModel], prefix: str = "") -> str:

@@ -11,7 +11,10 @@ import importlib
 import pkgutil
 from typing import Any, Callable, TypeVar
 
-FAMILIES = ("data", "encoder", "method", "attack", "corruption", "defense")
+# "attack": image attacks, ``attack(model, x, y, *, eps, task, generator) -> x_adv``;
+# "report-attack": report-side and joint image+report attacks,
+# ``attack(model, image, tokens, y, *, budget, task, texts, tokenizer, generator) -> AdversarialPair``.
+FAMILIES = ("data", "encoder", "method", "attack", "report-attack", "corruption", "defense")
 
 # family -> package whose modules hold the components of that family
 _PACKAGES = {
@@ -19,6 +22,7 @@ _PACKAGES = {
     "encoder": "medrobust.models",
     "method": "medrobust.methods",
     "attack": "medrobust.attacks",
+    "report-attack": "medrobust.attacks",
     "corruption": "medrobust.corruptions",
     "defense": "medrobust.defenses",
 }

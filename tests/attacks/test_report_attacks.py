@@ -11,7 +11,7 @@ import torch
 
 from medrobust import registry
 from medrobust.attacks.base import AttackInputError
-from medrobust.attacks.report import AdversarialPair, embedding_scale, typos
+from medrobust.attacks.text import AdversarialPair, embedding_scale, typos
 from medrobust.data.tokenizer import CLS, PAD
 from medrobust.evaluation.metrics import per_example_accuracy
 
@@ -20,8 +20,8 @@ WORDS = re.compile(r"[^\W_]+")
 EPS = 8 / 255
 
 
-def attack(name, **params):
-    cls = registry.get("attack", name)
+def attack(name, family="report-attack", **params):
+    cls = registry.get(family, name)
     return cls(cls.Params(**params))
 
 
@@ -204,7 +204,7 @@ def test_joint_at_least_as_strong_as_each_part(fx, run):
     from medrobust.models.heads import FixedReport
 
     model, x, tokens, _, y, task, _ = fx
-    x_adv = attack("pgd")(FixedReport(model, tokens=tokens), x, y, eps=EPS, task=task,
+    x_adv = attack("pgd", "attack")(FixedReport(model, tokens=tokens), x, y, eps=EPS, task=task,
                           generator=torch.Generator().manual_seed(0))
     image_only = accuracy(fx, AdversarialPair(x_adv, model.text_features(tokens).detach(), None, None, None))
     report_only = accuracy(fx, run("report-word-substitution", 3))
@@ -214,7 +214,7 @@ def test_joint_at_least_as_strong_as_each_part(fx, run):
 
 
 def test_word_list_from_package():
-    from medrobust.attacks.report import word_groups
+    from medrobust.attacks.text import word_groups
     from medrobust.data.synthetic import lexicon
 
     text = resources.files("medrobust.attacks").joinpath("medical_words.json").read_text(encoding="utf-8")
@@ -256,7 +256,7 @@ def test_bad_budgets_and_mismatched_tokens(fx):
                                          ("joint-image-report", (EPS, 1))])
 def test_mode_restored_and_param_grads_untouched(fx, name, budget):
     model, x, tokens, texts, y, task, tok = fx
-    assert registry.get("attack", name).target == ("joint" if name.startswith("joint") else "report")
+    assert registry.get("report-attack", name).target == ("joint" if name.startswith("joint") else "report")
     model.zero_grad(set_to_none=True)
     model.train()
     try:

@@ -158,7 +158,7 @@ def test_image_report_model_attacks_the_image_with_the_report_fixed_and_optional
         clean_loss = task_loss(model(batch["image"], batch["tokens"]), batch["label"], BINARY)
     joint = cls(P(eps=8.0, report_budget=0.5), seed=0).objective(model, BINARY, Supervised(model, BINARY))
     x_adv, delta = joint.inner_max(batch, batch["label"], lambda lg, y: task_loss(lg, y, BINARY, "none"), lambda v: v)
-    from medrobust.attacks.report import embedding_scale
+    from medrobust.attacks.text import embedding_scale
 
     radius = 0.5 * embedding_scale(model.text_encoder)
     norms = delta.norm(dim=-1)  # [N, L]

@@ -8,7 +8,7 @@ from torch import nn
 
 from medrobust import registry
 from medrobust.evaluation import checks
-from medrobust.evaluation.adversarial import AttackTarget, build_attack, gradient_norms
+from medrobust.evaluation.adversarial import AttackTarget, build_attack, gradient_norms, to_pixels
 from medrobust.schema import Component
 
 Q, LAM = 0.3, 0.1  # honest branch probability; size of the reversed gradient
@@ -46,7 +46,7 @@ def targets(trained_classifier):
 
 def pgd_accuracy(target, eps):
     pgd = build_attack(Component(name="pgd", params={"steps": 10}))
-    return float(target.accuracy_under(pgd, eps, torch.Generator().manual_seed(0)).mean())
+    return float(target.accuracy_under(pgd, to_pixels(eps), torch.Generator().manual_seed(0)).mean())
 
 
 def test_the_flip_model_keeps_the_decisions(targets, trained_classifier):
@@ -82,7 +82,7 @@ def test_noise_defenses_are_attacked_with_eot(trained_classifier, name):
     defended.classifier.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
     pgd = build_attack(Component(name="pgd", params={"steps": 3}))
     images, labels = (x[:16] * 255).round().to(torch.uint8).numpy(), y[:16].numpy()
-    AttackTarget(defended, images, labels, task).accuracy_under(pgd, 2, torch.Generator().manual_seed(0))
+    AttackTarget(defended, images, labels, task).accuracy_under(pgd, to_pixels(2), torch.Generator().manual_seed(0))
     # each PGD step and PGD's choice of iterate average 8 passes (EOT); the reported decision is one pass
     assert len(calls) == (3 + 1) * 8 + 1
     calls.clear()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from medrobust.evaluation import adversarial, checks
-from medrobust.evaluation.adversarial import AttackTarget, SequenceState, curves, worst_case
+from medrobust.evaluation.adversarial import AttackTarget, SequenceState, curves, to_pixels, worst_case
 from medrobust.schema import Component
 from conftest import GradientMasked
 
@@ -71,16 +71,50 @@ def test_self_checks_flag_masked_gradients(target):
     masked = AttackTarget(GradientMasked(target.model), target.images, target.labels, target.task, batch_size=64)
     pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
     g = torch.Generator().manual_seed(0)
-    big_masked = float(masked.accuracy_under(pgd, 128, g).mean())
-    big_real = float(target.accuracy_under(pgd, 128, g).mean())
+    big_masked = float(masked.accuracy_under(pgd, to_pixels(128), g).mean())
+    big_real = float(target.accuracy_under(pgd, to_pixels(128), g).mean())
     assert checks.large_eps_breaks(big_real, 128)["passed"]
     assert not checks.large_eps_breaks(big_masked, 128)["passed"]
     assert checks.gradients_nonzero(adversarial.gradient_norms(target))["passed"]
     assert not checks.gradients_nonzero(adversarial.gradient_norms(masked))["passed"]
-    noise = float(adversarial.random_noise_accuracy(target, 4, seed=0).mean())
-    attacked = float(target.accuracy_under(pgd, 4, g).mean())
+    noise = float(adversarial.random_noise_accuracy(target, to_pixels(4), seed=0).mean())
+    attacked = float(target.accuracy_under(pgd, to_pixels(4), g).mean())
     assert checks.noise_weaker_than_attack(noise, attacked, 4, len(target.labels))["passed"]
     assert not checks.noise_weaker_than_attack(attacked, noise, 4, len(target.labels))["passed"] or noise == attacked
+
+
+def test_eps_is_converted_to_pixels_once_at_the_boundary(target, monkeypatch):
+    """Config ε (1/255) -> pixels in curves / worst_case only; accuracy_under and the noise take pixels as given."""
+    assert to_pixels(2) == 2 / 255 and to_pixels(0) == 0.0 and to_pixels(255) == 1.0
+    seen = []
+
+    def recorder(fn, x, y, *, eps, task, generator):
+        seen.append(eps)
+        return x
+
+    monkeypatch.setattr(adversarial, "build_attack", lambda spec: recorder)
+    per = curves(target, CURVES, [0.0, 2.0], seed=0)
+    assert set(per["fgsm"]) == {0.0, 2.0}, "results stay keyed by the config's 1/255 values"
+    worst_case(target, per, [0.0, 2.0], SEQUENCE[:1], 0, SequenceState(None, "m"))
+    assert seen[:4] == [0.0, 0.0, 2 / 255, 2 / 255], seen  # two batches of 64 per curve point
+    assert seen[4:] and set(seen[4:]) == {2 / 255}, seen  # the sequence runs at ε=2 only
+    seen.clear()
+    target.accuracy_under(recorder, 0.5, torch.Generator(), index=torch.arange(3).numpy())
+    assert seen == [0.5]
+    shifts = []
+    model = target.model
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            shifts.append(x)
+            return model(x)
+
+    spy = AttackTarget(Spy(), target.images[:8], target.labels[:8], target.task)
+    adversarial.random_noise_accuracy(spy, to_pixels(4), seed=0)
+    clean = torch.as_tensor(target.images[:8]).float() / 255
+    d = (shifts[0] - clean).abs()
+    inside = (clean > 4 / 255) & (clean < 1 - 4 / 255)
+    assert torch.allclose(d[inside], torch.full_like(d[inside], 4 / 255), atol=1e-6)
 
 
 def test_model_digest_tracks_weights(trained_classifier):
@@ -116,12 +150,12 @@ def test_large_eps_check_separates_bounded_image_influence_from_gradient_masking
     square = adversarial.build_attack(Component(name="square", params={"n_queries": 300}))
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     bounded = AttackTarget(_BoundedImageInfluence(target.model), target.images, target.labels, target.task, batch_size=64)
-    acc_b, free_b = (float(bounded.accuracy_under(a, 128, g()).mean()) for a in (pgd, square))
+    acc_b, free_b = (float(bounded.accuracy_under(a, to_pixels(128), g()).mean()) for a in (pgd, square))
     assert acc_b > 0.2 and abs(acc_b - free_b) < 0.02  # nothing flips class-1 examples: both attacks fail alike
     assert not checks.large_eps_breaks(acc_b, 128)["passed"]
     assert checks.large_eps_breaks(acc_b, 128, gradient_free_acc=free_b)["passed"]
     masked = AttackTarget(GradientMasked(target.model), target.images, target.labels, target.task, batch_size=64)
-    acc_m, free_m = (float(masked.accuracy_under(a, 128, g()).mean()) for a in (pgd, square))
+    acc_m, free_m = (float(masked.accuracy_under(a, to_pixels(128), g()).mean()) for a in (pgd, square))
     assert free_m < acc_m - 0.2  # Square breaks what masked gradients hide
     assert not checks.large_eps_breaks(acc_m, 128, gradient_free_acc=free_m)["passed"]
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from medrobust import registry
-from medrobust.attacks.report import WORD
+from medrobust.attacks.text import WORD
 from medrobust.data.base import Task
 from medrobust.data.tokenizer import ReportTokenizer
 from medrobust.engine.train import FitConfig, fit
@@ -58,14 +58,14 @@ def test_attack_views_reproduce_the_similarity_and_attacks_raise_the_rank(pairs)
     cfg = SimpleNamespace(batch_size=64, corruptions=["gaussian-noise"], reference_epsilon=4.0)
     out = evaluate_retrieval(model, data, None, tok, cfg, seed=0, report_edits=2)
     clean = out["clean"]["image_to_report"]["mean_rank"]
-    adv = out["adversarial image (PGD-10, ε=4/255)"]
+    adv = out["adversarial_image"]
     assert adv["image_to_report"]["mean_rank"] > clean + 1  # the attack pushes the match down the ranking
     assert adv["degradation"]["image_to_report"]["delta"] == pytest.approx(adv["image_to_report"]["mean_rank"] - clean)
     # the word attack stops once the match leaves rank 1 (a misclassification attack): compare R@1
-    word = out["adversarial report (2 words)"]["report_to_image"]["R@1"]
-    rand = out["perturbed report (2 words)"]["report_to_image"]["R@1"]
+    word = out["adversarial_text"]["report_to_image"]["R@1"]
+    rand = out["perturbed_text"]["report_to_image"]["R@1"]
     assert word <= rand and word < out["clean"]["report_to_image"]["R@1"]
-    assert "held-out site" not in out and "corrupted image" in out
+    assert "holdout" not in out and "corrupted_image" in out
 
 
 def test_perturbed_reports_change_at_most_k_words_and_are_seeded():
@@ -122,5 +122,5 @@ def test_evaluate_vqa_scores_each_condition_against_the_entries():
         x = torch.as_tensor(images[data.image_index]).float() / 255
         pred = ClosedSetVQA(model, torch.as_tensor(data.tokens), torch.as_tensor(cand))(x).argmax(1)
     assert out["clean"] == vqa_accuracy([answers[i] for i in pred], entries)
-    assert set(out) == {"clean", "question only (image missing)", "adversarial image (PGD-10, ε=2/255)"}
-    assert out["adversarial image (PGD-10, ε=2/255)"]["overall"]["accuracy"] <= out["clean"]["overall"]["accuracy"]
+    assert set(out) == {"clean", "image_missing", "adversarial_image"}
+    assert out["adversarial_image"]["overall"]["accuracy"] <= out["clean"]["overall"]["accuracy"]

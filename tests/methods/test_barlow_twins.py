@@ -4,8 +4,7 @@ import math
 
 import torch
 
-from medrobust.methods.barlow_twins import BarlowTwins, barlow_twins_loss, cross_correlation
-from medrobust.models.encoders import SmallCNN
+from medrobust.methods.barlow_twins import barlow_twins_loss, cross_correlation
 
 
 def _explicit_c(a, b):
@@ -36,11 +35,3 @@ def test_identical_decorrelated_embeddings_give_zero_loss():
     z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])  # centred, uncorrelated columns
     assert barlow_twins_loss(z, 2 * z + 5, 0.5).item() < 1e-4  # invariant to per-dimension scale and shift
     assert barlow_twins_loss(z, torch.flip(z, dims=[1]), 0.0).item() > 1.9  # swapped dims: C = antidiagonal
-
-
-def test_method_returns_a_finite_loss_with_gradients():
-    torch.manual_seed(0)
-    enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    out = BarlowTwins(enc, seed=0)({"image": torch.rand(8, 1, 28, 28)})
-    out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and all(p.grad is not None for p in enc.parameters())

@@ -3,6 +3,7 @@
 import torch
 
 from medrobust.methods.byol import BYOL, byol_loss
+from medrobust.methods.contract import Encoders
 from medrobust.models.encoders import SmallCNN
 
 
@@ -24,7 +25,7 @@ def test_byol_loss_does_not_backpropagate_into_the_target():
 def test_byol_keeps_the_online_encoder_and_updates_the_target_by_ema():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = BYOL(enc, seed=0)
+    method = BYOL(Encoders(enc), seed=0)
     assert method.image_encoder is enc and method.target_encoder is not enc
     out = method({"image": torch.rand(6, 1, 28, 28)})
     assert 0.0 <= out["loss"].item() <= 8.0  # two terms, each in [0, 4]

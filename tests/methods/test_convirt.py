@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from medrobust import registry
+from medrobust.methods.contract import Encoders
 from medrobust.methods.convirt import ConVIRT, ConVIRTParams, convirt_loss
 from medrobust.methods.losses import clip_loss
 from medrobust.models.encoders import SmallCNN
@@ -54,13 +55,14 @@ def test_convirt_loss_weighting_is_asymmetric_and_half_is_clip():
 def build(**params):
     torch.manual_seed(0)
     image, text = SmallCNN(1, 2, 28, [0.5], [0.25]), TextTransformer(60)
-    return ConVIRT(image, text, ConVIRTParams(**params), seed=0)
+    return ConVIRT(Encoders(image, text), ConVIRTParams(**params), seed=0)
 
 
 def test_convirt_method_surface_defaults_and_loss():
     assert registry.get("method", "convirt") is ConVIRT
-    assert (ConVIRT.kind, ConVIRT.modalities, ConVIRT.counterpart, ConVIRT.uses_fusion) == (
-        "self-supervised", ("image", "text"), "supervised-multimodal", False)
+    info = ConVIRT.info
+    assert (info.display_name, info.role, info.modalities, info.counterpart, info.uses_fusion) == (
+        "ConVIRT", "self-supervised", ("image", "text"), "supervised-multimodal", False)
     p = ConVIRTParams()
     assert (p.temperature, p.lam) == (0.1, 0.75)
     method = build()
@@ -81,7 +83,7 @@ def test_convirt_method_surface_defaults_and_loss():
 
 def test_convirt_errors():
     with pytest.raises(ValueError, match="needs a text encoder"):
-        ConVIRT(SmallCNN(1, 2, 28, [0.5], [0.25]), None)
+        ConVIRT(Encoders(SmallCNN(1, 2, 28, [0.5], [0.25])))
     with pytest.raises(ValidationError, match="lam"):
         ConVIRTParams(lam=1.5)
     with pytest.raises(ValidationError, match="temperature"):

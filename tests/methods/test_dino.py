@@ -5,6 +5,7 @@ import math
 import torch
 
 from medrobust.data.views import random_view
+from medrobust.methods.contract import Encoders
 from medrobust.methods.dino import DINO, DINOHead, DINOParams, dino_loss, dino_teacher_probs, updated_center
 from medrobust.models.encoders import SmallCNN
 
@@ -58,7 +59,7 @@ def test_head_outputs_cosines_to_unit_prototypes():
 def test_training_forward_updates_center_from_teacher_and_after_step_is_ema():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = DINO(enc, params=DINOParams(local_crops=1), seed=0)
+    method = DINO(Encoders(enc), params=DINOParams(local_crops=1), seed=0)
     x = torch.rand(5, 1, 28, 28)
     replay = torch.Generator().set_state(method.generator.get_state())
     globals_ = torch.cat([random_view(x, method.params.views, replay) for _ in range(2)])

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from medrobust.methods.contract import Encoders
 from medrobust.methods.jigsaw import (Jigsaw, JigsawParams, crop_batch, cut_tiles, hamming_permutations,
                                      normalize_tiles, shuffle_tiles)
 from medrobust.models.encoders import SmallCNN, SmallViT, ViTParams
@@ -86,7 +87,7 @@ def test_method_classifies_the_permutation_index(vit):
     torch.manual_seed(0)
     enc = (SmallViT(1, 2, 28, [0.5], [0.25], ViTParams(dim=16, depth=1, heads=2)) if vit
            else SmallCNN(1, 2, 28, [0.5], [0.25]))
-    method = Jigsaw(enc, params=JigsawParams(n_permutations=10), seed=0)
+    method = Jigsaw(Encoders(enc), params=JigsawParams(n_permutations=10), seed=0)
     sizes = []
     (enc.patch if vit else enc.body).register_forward_pre_hook(lambda mod, inp: sizes.append(tuple(inp[0].shape)))
     out = method({"image": torch.rand(3, 1, 28, 28)})

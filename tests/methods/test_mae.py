@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.engine.train import FitConfig, fit
+from medrobust.methods.contract import Encoders
 from medrobust.methods.mae import (MAE, MAEParams, mae_loss, patchify, random_masking, simmim_loss, simmim_mask,
                                    unpatchify)
 from medrobust.models.encoders import SmallCNN, SmallViT, ViTParams
@@ -77,7 +78,7 @@ def test_simmim_mask_and_loss():
 def test_mae_on_vit_encodes_only_visible_patches():
     torch.manual_seed(0)
     enc = SmallViT(1, 2, 28, [0.5], [0.25], ViTParams(dim=32, depth=1, heads=2))
-    method = MAE(enc, params=MAEParams(mask_ratio=0.75), seed=0)
+    method = MAE(Encoders(enc), params=MAEParams(mask_ratio=0.75), seed=0)
     seen = []
     enc.blocks.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
     out = method({"image": torch.rand(3, 1, 28, 28)})
@@ -88,7 +89,7 @@ def test_mae_on_vit_encodes_only_visible_patches():
 def test_simmim_variant_feeds_the_cnn_masked_pixels():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = MAE(enc, seed=0)
+    method = MAE(Encoders(enc), seed=0)
     assert not method.use_mae
     with torch.no_grad():
         method.mask_value.fill_(0.25)
@@ -104,7 +105,7 @@ def test_simmim_variant_feeds_the_cnn_masked_pixels():
 def test_mae_variant_needs_a_vit():
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
     with pytest.raises(ValueError, match="image_encoder.name=vit"):
-        MAE(enc, params=MAEParams(variant="mae"))
+        MAE(Encoders(enc), params=MAEParams(variant="mae"))
 
 
 def test_mae_on_vit_loss_falls():
@@ -113,6 +114,6 @@ def test_mae_on_vit_loss_falls():
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 28), torch.linspace(0, 1, 28), indexing="ij")
     phase = torch.rand(64, 1, 1) * 6
     images = ((torch.sin(6 * xx + phase) * torch.cos(4 * yy) + 1) / 2 * 255).to(torch.uint8).unsqueeze(1)
-    result = fit(MAE(enc, seed=0), {"image": images}, FitConfig(steps=40, batch_size=16, lr=3e-3), seed=0)
+    result = fit(MAE(Encoders(enc), seed=0), {"image": images}, FitConfig(steps=40, batch_size=16, lr=3e-3), seed=0)
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.9 * first, f"MAE loss {first:.3f} -> {last:.3f}"

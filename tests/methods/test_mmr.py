@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from medrobust import registry
 from medrobust.data.tokenizer import CLS, MASK, PAD, ReportTokenizer
 from medrobust.engine.train import FitConfig, fit
+from medrobust.methods.contract import Encoders
 from medrobust.methods.masking import (
     fill_masked,
     mask_counts,
@@ -43,7 +44,7 @@ def build(name, pairs, **params):
     mean, std = image_stats(ds.train.images)
     image, text = SmallCNN(1, 2, 28, mean, std), TextTransformer(tok.vocab_size)
     cls = registry.get("method", name)
-    return cls(image, text, cls.Params(**params), seed=0, fusion=Fusion(image.feature_dim, text.feature_dim))
+    return cls(Encoders(image, text, Fusion(image.feature_dim, text.feature_dim)), cls.Params(**params), seed=0)
 
 
 def unit_batch(tensors, n=32):
@@ -141,10 +142,11 @@ def test_patchify_pixel_mask_and_mean_fill():
 # --- the methods -----------------------------------------------------------------------------------------
 
 def test_surfaces_and_defaults(pairs):
-    for name, cls in (("mmr", MMR), ("robust-mmr", RobustMMR)):
+    for name, cls, shown in (("mmr", MMR, "MMR"), ("robust-mmr", RobustMMR, "Robust-MMR")):
         assert registry.get("method", name) is cls
-        assert (cls.kind, cls.modalities, cls.counterpart, cls.uses_fusion) == (
-            "self-supervised", ("image", "text"), "supervised-multimodal", True)
+        info = cls.info
+        assert (info.display_name, info.role, info.modalities, info.counterpart, info.uses_fusion) == (
+            shown, "self-supervised", ("image", "text"), "supervised-multimodal", True)
     p = RobustMMR.Params()
     assert p.image_mask_ratio != p.text_mask_ratio, "robust-mmr masks asymmetrically by default"
     assert min(p.saliency, p.perturb_eps, p.domain_weight, p.site_weight, p.resilience_weight) > 0, "all on"
@@ -257,22 +259,22 @@ def test_bad_configuration_errors(pairs):
     image, text = SmallCNN(1, 2, 28, [0.5], [0.25]), TextTransformer(tok.vocab_size)
     fusion = Fusion(image.feature_dim, text.feature_dim)
     with pytest.raises(ValueError, match="needs a fusion module"):
-        MMR(image, text)
+        MMR(Encoders(image, text))
     with pytest.raises(ValueError, match="needs a text encoder"):
-        RobustMMR(image, None, fusion=fusion)
+        RobustMMR(Encoders(image, None, fusion))
     for bad, match in (({"image_mask_ratio": 1.0}, "image_mask_ratio"), ({"text_mask_ratio": 0}, "text_mask_ratio"),
                        ({"mim_weight": 0, "mlm_weight": 0}, "at least one"), ({"mask_ratio": 0.5}, "extra"),
                        ({"saliency": 1.5}, "saliency"), ({"perturb": "pgd"}, "perturb"), ({"n_sites": 1}, "n_sites")):
         with pytest.raises(ValidationError, match=match):
             RobustMMR.Params(**bad)
-    method = MMR(image, text, MMR.Params(patch_size=8), fusion=fusion)
+    method = MMR(Encoders(image, text, fusion), MMR.Params(patch_size=8))
     batch = unit_batch(tensors, 4)
     with pytest.raises(ValueError, match="not divisible by patch_size 8"):
         method(batch)
     with pytest.raises(ValueError, match="3D volumes are not supported"):
-        MMR(image, text, fusion=fusion)({"image": torch.rand(4, 1, 28, 28, 28), "tokens": batch["tokens"]})
+        MMR(Encoders(image, text, fusion))({"image": torch.rand(4, 1, 28, 28, 28), "tokens": batch["tokens"]})
     with pytest.raises(ValueError, match="no 'tokens'"):
-        MMR(image, text, fusion=fusion)({"image": batch["image"]})
+        MMR(Encoders(image, text, fusion))({"image": batch["image"]})
 
 
 def test_fusion_classifier_from_pretrained_parts_handles_dropped_modalities(pairs):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.data.views import random_view
+from medrobust.methods.contract import Encoders
 from medrobust.methods.moco import (MoCoQueue, MoCoV2, MoCoV2Params, MoCoV3, image_fingerprint, moco_infonce,
                                    moco_v3_contrastive, same_image)
 from medrobust.models.encoders import SmallCNN
@@ -61,7 +62,7 @@ def test_queue_enqueue_dequeue_pointer_and_wrap_around():
 
 def test_moco_v2_enqueues_the_batch_keys_only_in_training():
     enc = _encoder()
-    method = MoCoV2(enc, params=MoCoV2Params(queue_size=16), seed=0)  # symmetric: both views' keys
+    method = MoCoV2(Encoders(enc), params=MoCoV2Params(queue_size=16), seed=0)  # symmetric: both views' keys
     x = torch.rand(4, 1, 28, 28)
     replay = torch.Generator().set_state(method.generator.get_state())
     v1, v2 = random_view(x, method.params.views, replay), random_view(x, method.params.views, replay)
@@ -87,7 +88,7 @@ def test_fingerprints_identify_images():
 def test_moco_v2_loss_excludes_the_query_images_own_keys():
     """Loss = InfoNCE against [queue; this step's keys] minus every key of the query's own image."""
     enc = _encoder()
-    method = MoCoV2(enc, params=MoCoV2Params(queue_size=6, symmetric=False), seed=0)
+    method = MoCoV2(Encoders(enc), params=MoCoV2Params(queue_size=6, symmetric=False), seed=0)
     x = torch.rand(3, 1, 28, 28)
     ids = image_fingerprint(x)
     old = F.normalize(torch.randn(2, 64), dim=1)
@@ -108,7 +109,7 @@ def test_moco_v2_loss_excludes_the_query_images_own_keys():
 
 def test_moco_v2_momentum_update_and_no_gradient_into_key_encoder():
     enc = _encoder()
-    method = MoCoV2(enc, seed=0)
+    method = MoCoV2(Encoders(enc), seed=0)
     assert method.image_encoder is enc and method.key_encoder is not enc
     assert all(not p.requires_grad for p in method.key_encoder.parameters())
     method({"image": torch.rand(4, 1, 28, 28)})["loss"].backward()
@@ -125,7 +126,7 @@ def test_moco_v2_momentum_update_and_no_gradient_into_key_encoder():
 
 def test_moco_v3_momentum_update_covers_encoder_and_projector():
     enc = _encoder(1)
-    method = MoCoV3(enc, seed=0)
+    method = MoCoV3(Encoders(enc), seed=0)
     out = method({"image": torch.rand(6, 1, 28, 28)})
     assert torch.isfinite(out["loss"])
     out["loss"].backward()

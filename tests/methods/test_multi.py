@@ -5,6 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from medrobust.config import ConfigError, load_config
+from medrobust.methods.contract import Encoders
 from medrobust.methods.multi import Multi, MultiParams
 from medrobust.models.encoders import SmallCNN
 
@@ -16,7 +17,7 @@ def _encoder():
 
 def test_default_tasks_share_the_encoder_and_the_generator():
     enc = _encoder()
-    method = Multi(enc, seed=0)
+    method = Multi(Encoders(enc), seed=0)
     assert list(method.tasks) == ["simclr", "rotation", "restoration"]
     assert all(task.image_encoder is enc for task in method.tasks.values())
     assert all(task.generator is method.generator for task in method.tasks.values())
@@ -27,7 +28,7 @@ def test_default_tasks_share_the_encoder_and_the_generator():
 def test_loss_is_the_weighted_sum_of_reported_task_losses():
     params = MultiParams(tasks=[{"name": "rotation", "weight": 0.3}, {"name": "vicreg", "weight": 2.0,
                                                                         "params": {"proj_dim": 16}}])
-    method = Multi(_encoder(), params=params, seed=1)
+    method = Multi(Encoders(_encoder()), params=params, seed=1)
     out = method({"image": torch.rand(6, 1, 28, 28)})
     assert torch.allclose(out["loss"], 0.3 * out["rotation"] + 2.0 * out["vicreg"], atol=1e-5)
     assert {"rotation.accuracy", "vicreg.variance", "vicreg.covariance", "vicreg.invariance"} <= set(out)
@@ -36,7 +37,7 @@ def test_loss_is_the_weighted_sum_of_reported_task_losses():
 
 def test_after_step_reaches_momentum_tasks():
     enc = _encoder()
-    method = Multi(enc, params=MultiParams(tasks=[{"name": "byol"}, {"name": "rotation"}]), seed=0)
+    method = Multi(Encoders(enc), params=MultiParams(tasks=[{"name": "byol"}, {"name": "rotation"}]), seed=0)
     byol = method.tasks["byol"]
     with torch.no_grad():
         for p in enc.parameters():

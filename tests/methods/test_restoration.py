@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medrobust.methods.contract import Encoders
 from medrobust.methods.restoration import (GenesisParams, PixelDecoder, Restoration, in_painting, inpaint_mask,
                                            input_geometry, intensity_curve, local_pixel_shuffle, models_genesis,
                                            nonlinear_intensity, out_painting, outpaint_mask)
@@ -112,7 +113,7 @@ def test_input_geometry_reads_first_conv_or_explains():
 def test_restoration_loss_is_mse_of_restored_corrupted_input():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = Restoration(enc, seed=0)
+    method = Restoration(Encoders(enc), seed=0)
     x = _images((4, 1, 28, 28))
     replay = torch.Generator().set_state(method.generator.get_state())
     out = method({"image": x})

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from medrobust.methods.contract import Encoders
 from medrobust.methods.rotation import Rotation, rotation_batch
 from medrobust.models.encoders import SmallCNN
 
@@ -34,7 +35,7 @@ def test_non_square_plane_is_rejected():
 def test_method_classifies_four_rotations_per_image():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = Rotation(enc, seed=0)
+    method = Rotation(Encoders(enc), seed=0)
     out = method({"image": torch.rand(5, 1, 28, 28)})
     assert method.head.out_features == 4 and 0 <= out["accuracy"] <= 1
     assert abs(out["loss"].item() - torch.log(torch.tensor(4.0)).item()) < 0.5  # near chance at init

@@ -2,6 +2,7 @@
 
 import torch
 
+from medrobust.methods.contract import Encoders
 from medrobust.methods.simsiam import SimSiam, negative_cosine
 from medrobust.models.encoders import SmallCNN
 
@@ -20,7 +21,7 @@ def test_negative_cosine_matches_formula_and_stops_gradient():
 def test_simsiam_loss_is_the_symmetric_half_sum_in_range():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = SimSiam(enc, seed=0)
+    method = SimSiam(Encoders(enc), seed=0)
     assert method.image_encoder is enc
     out = method({"image": torch.rand(8, 1, 28, 28)})
     assert -1.0 <= out["loss"].item() <= 1.0

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from medrobust.methods.contract import Encoders
 from medrobust.methods.vicreg import VICReg, covariance_term, variance_term, vicreg_loss
 from medrobust.models.encoders import SmallCNN
 
@@ -36,7 +37,7 @@ def test_variance_hinge_is_zero_for_spread_and_gamma_for_constant_embeddings():
 def test_method_reports_the_three_terms():
     torch.manual_seed(0)
     enc = SmallCNN(1, 2, 28, [0.5], [0.25])
-    method = VICReg(enc, seed=0)
+    method = VICReg(Encoders(enc), seed=0)
     out = method({"image": torch.rand(8, 1, 28, 28)})
     p = method.params
     weighted = p.sim_coeff * out["invariance"] + p.std_coeff * out["variance"] + p.cov_coeff * out["covariance"]

@@ -5,6 +5,19 @@ import re
 import pytest
 
 from medrobust.report import answer, stats
+from records import facts, records
+
+
+def ans(recs, setup):
+    return answer.answer(records(recs), facts(setup))
+
+
+def comparisons(recs, setup):
+    return answer.comparisons(records(recs), facts(setup))
+
+
+def dcomps(recs, setup):
+    return answer.defense_comparisons(records(recs), facts(setup))
 
 EPS = ["0", "1", "2", "8"]
 SETUP = {"reference_epsilon": "2", "epsilons": EPS}
@@ -69,7 +82,7 @@ def check_numbers(parsed, a, b):
 
 
 def test_answer_states_verdicts_and_numbers_from_paired():
-    text = answer.answer(grid(), SETUP)
+    text = ans(grid(), SETUP)
     adv = parse_clause(text, "worst-case robust accuracy at ε=2/255")
     cor = parse_clause(text, "mean corruption accuracy")
     hol = parse_clause(text, "held-out-site accuracy")
@@ -84,9 +97,9 @@ def test_answer_states_verdicts_and_numbers_from_paired():
 
 
 def test_answer_changes_with_the_records():
-    base = answer.answer(grid(), SETUP)
+    base = ans(grid(), SETUP)
     worse_worst = [0.30, 0.31, 0.29]
-    flipped = answer.answer(grid(ssl_worst=worse_worst), SETUP)
+    flipped = ans(grid(ssl_worst=worse_worst), SETUP)
     assert flipped != base
     adv = parse_clause(flipped, "worst-case robust accuracy at ε=2/255")
     assert adv[0] == "worse"
@@ -100,16 +113,16 @@ def test_robust_difference_explained_by_clean_accuracy():
     ssl_clean = [0.90, 0.93, 0.88]
     sup_clean = [0.75, 0.76, 0.74]
     ssl_worst = [w + (c - s) + d for w, c, s, d in zip(SUP_WORST, ssl_clean, sup_clean, (0.01, -0.01, 0.0))]
-    text = answer.answer(grid(ssl_worst=ssl_worst, ssl_clean=ssl_clean, sup_clean=sup_clean), SETUP)
+    text = ans(grid(ssl_worst=ssl_worst, ssl_clean=ssl_clean, sup_clean=sup_clean), SETUP)
     assert parse_clause(text, "worst-case robust accuracy at ε=2/255")[0] == "better"
     assert "explained by clean accuracy" in text
     # a real robustness gain (same clean accuracy) is not explained away
-    text2 = answer.answer(grid(), SETUP)
+    text2 = ans(grid(), SETUP)
     assert "explained by clean accuracy" not in text2 and "gap clean − worst-case narrowed" in text2
 
 
 def test_gap_comparison_direction():
-    comps = {c["metric"]: c for c in answer.comparisons(grid(), SETUP)}
+    comps = {c["metric"]: c for c in comparisons(grid(), SETUP)}
     gap = comps["gap"]
     assert gap["mean_diff"] < 0 and not gap["higher_is_better"]
     assert gap["verdict"] == "better"  # smaller gap = better
@@ -117,55 +130,55 @@ def test_gap_comparison_direction():
 
 
 def test_near_zero_at_largest_eps():
-    assert "none is adversarially robust" in answer.answer(grid(worst8=0.01), SETUP)
-    assert "none is adversarially robust" not in answer.answer(grid(worst8=0.2), SETUP)
+    assert "none is adversarially robust" in ans(grid(worst8=0.01), SETUP)
+    assert "none is adversarially robust" not in ans(grid(worst8=0.2), SETUP)
 
 
 def test_failed_check_is_a_caveat():
     bad = [{"name": "monotone_in_eps", "passed": False, "detail": "rose"}]
-    assert "Caveat" in answer.answer(grid(checks=bad), SETUP)
-    assert "Caveat" not in answer.answer(grid(checks=[{"name": "x", "passed": True, "detail": ""}]), SETUP)
+    assert "Caveat" in ans(grid(checks=bad), SETUP)
+    assert "Caveat" not in ans(grid(checks=[{"name": "x", "passed": True, "detail": ""}]), SETUP)
 
 
 def test_pairs_only_on_shared_seeds_and_one_seed_is_not_enough():
     recs = [r for r in grid() if not (r["method"] == "supervised" and r["seed"] == 2)]
-    comps = answer.comparisons(recs, SETUP)
+    comps = comparisons(recs, SETUP)
     assert {c["n"] for c in comps} == {2}
     one = grid(seeds=(0,))
-    text = answer.answer(one, SETUP)
+    text = ans(one, SETUP)
     assert "not enough seeds" in text and "none of the 3 comparisons can be judged" in text.splitlines()[0]
     mixed = one + [r for r in grid(seeds=(0, 1), fraction=1.0)]
-    assert "(3 had too few seeds to tell)" in answer.answer(mixed, SETUP).splitlines()[0]
+    assert "(3 had too few seeds to tell)" in ans(mixed, SETUP).splitlines()[0]
     assert "1 seed, no CI" in text
-    assert all(c["verdict"] == "not enough seeds" for c in answer.comparisons(one, SETUP))
+    assert all(c["verdict"] == "not enough seeds" for c in comparisons(one, SETUP))
 
 
 def test_noreport_compared_only_when_both_arms_are_multimodal():
     mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.5)]
-    assert any(c["metric"] == "noreport_acc" for c in answer.comparisons(mm, SETUP))
-    assert not any(c["metric"] == "noreport_acc" for c in answer.comparisons(grid(noreport=0.5), SETUP))
+    assert any(c["metric"] == "noreport_acc" for c in comparisons(mm, SETUP))
+    assert not any(c["metric"] == "noreport_acc" for c in comparisons(grid(noreport=0.5), SETUP))
 
 
 def test_no_counterpart_means_no_answer():
     sup_only = [r for r in grid() if r["method"] == "supervised"]
-    assert "cannot answer" in answer.answer(sup_only, SETUP)
-    assert answer.comparisons(sup_only, SETUP) == []
+    assert "cannot answer" in ans(sup_only, SETUP)
+    assert comparisons(sup_only, SETUP) == []
 
 
 def test_missing_holdout_is_left_out():
     no_holdout = [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "holdout"}} for r in grid()]
-    text = answer.answer(no_holdout, SETUP)
+    text = ans(no_holdout, SETUP)
     assert "held-out" not in text and "of 2 comparisons" in text
 
 
 def test_report_reliance_of_image_report_arms_is_stated_from_the_numbers():
     mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.55)]
-    text = answer.answer(mm, SETUP)
+    text = ans(mm, SETUP)
     assert "leave the report clean" in text
     assert "supervised at 10% labels 90.0% → 55.0%" in text and "simclr at 10% labels 90.0% → 55.0%" in text
-    other = answer.answer([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.70)], SETUP)
+    other = ans([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.70)], SETUP)
     assert "90.0% → 70.0%" in other
-    assert "leave the report clean" not in answer.answer(grid(), SETUP)
+    assert "leave the report clean" not in ans(grid(), SETUP)
 
 
 def test_report_side_attacks_are_stated_at_their_largest_budget():
@@ -173,10 +186,10 @@ def test_report_side_attacks_are_stated_at_their_largest_budget():
     for r in mm:
         low = 0.30 if r["method"] == "simclr" else 0.20
         r["metrics"]["report_attacks"] = {"report-word-substitution": {"1": 0.8, "3": low + 0.01 * r["seed"]}}
-    text = answer.answer(mm, SETUP)
+    text = ans(mm, SETUP)
     assert "report-word-substitution at budget 3:" in text
     assert "supervised at 10% labels 21.0%" in text and "simclr at 10% labels 31.0%" in text
-    assert "report-word-substitution" not in answer.answer(grid(noreport=0.55), SETUP)
+    assert "report-word-substitution" not in ans(grid(noreport=0.55), SETUP)
 
 
 def test_defended_arms_are_judged_against_their_undefended_arm_not_the_supervised_baseline():
@@ -185,11 +198,11 @@ def test_defended_arms_are_judged_against_their_undefended_arm_not_the_supervise
         r = rec("simclr + pgd-at", 0.1, s, 0.85, 0.70 + 0.01 * i, counterpart="supervised")
         r["defense"], r["undefended"] = "pgd-at", "simclr"
         records.append(r)
-    assert not any(c["arm"] == "simclr + pgd-at" for c in answer.comparisons(records, SETUP))
-    (worst,) = [c for c in answer.defense_comparisons(records, SETUP) if c["metric"] == "worst_ref"]
+    assert not any(c["arm"] == "simclr + pgd-at" for c in comparisons(records, SETUP))
+    (worst,) = [c for c in dcomps(records, SETUP) if c["metric"] == "worst_ref"]
     assert worst["counterpart"] == "simclr" and worst["verdict"] == "better"
     assert abs(worst["mean_diff"] - (0.71 - (0.55 + 0.58 + 0.54) / 3)) < 1e-9
-    text = answer.answer(records, SETUP)
+    text = ans(records, SETUP)
     assert "simclr + pgd-at at 10% labels: worst-case accuracy 55.7% → 71.0%" in text
     assert "clean accuracy -5.0 pp" in text and "largest clear gain: **simclr + pgd-at**" in text
 
@@ -201,12 +214,12 @@ def test_ablation_arms_are_judged_against_the_full_method_not_the_supervised_bas
                 counterpart="supervised")
         r["method_name"], r["method_params"] = "simclr", {"temperature": 1}
         records.append(r)
-    comps = answer.comparisons(records, SETUP)
+    comps = comparisons(records, SETUP)
     abl = {c["metric"]: c for c in comps if c["arm"] == "simclr(temperature=1)"}
     assert abl["worst_ref"]["counterpart"] == "simclr" and abl["worst_ref"]["ablation"]
     assert abs(abl["worst_ref"]["mean_diff"] - (-0.11)) < 1e-9 and abl["worst_ref"]["verdict"] == "worse"
     assert not any(c["ablation"] for c in comps if c["arm"] == "simclr")
-    text = answer.answer(records, SETUP)
+    text = ans(records, SETUP)
     headline = text.splitlines()[0]
     assert "in 1 of 3 comparisons" in headline  # simclr vs supervised only: the ablation is not counted
     line = next(x for x in text.splitlines() if x.startswith("**Ablations**"))
@@ -214,8 +227,8 @@ def test_ablation_arms_are_judged_against_the_full_method_not_the_supervised_bas
     assert "adversarial: **worse** — lowered worst-case robust accuracy at ε=2/255 from 55.7% to 44.7%" in line
     # without the full arm in the records, the arm is an ordinary self-supervised arm again
     alone = [r for r in records if r["method"] != "simclr"]
-    assert {c["counterpart"] for c in answer.comparisons(alone, SETUP)} == {"supervised"}
-    assert "**Ablations**" not in answer.answer(alone, SETUP)
+    assert {c["counterpart"] for c in comparisons(alone, SETUP)} == {"supervised"}
+    assert "**Ablations**" not in ans(alone, SETUP)
 
 
 def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
@@ -224,20 +237,22 @@ def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
         for method, vqa, r10 in (("supervised-multimodal", 0.50 + 0.01 * i, 0.10), ("clip", 0.60 + 0.02 * i, 0.10)):
             r = rec(method, 0.1, s, 0.9, 0.8, counterpart=None if method.startswith("sup") else "supervised-multimodal",
                     modalities=("image", "text"), noreport=0.55)
-            r["multimodal"] = {"vqa": {"clean": {"overall": {"accuracy": vqa}},
-                                       "adversarial image (PGD-10, ε=2/255)": {"overall": {"accuracy": vqa - 0.2}}},
-                               "retrieval": {"clean": {"image_to_report": {"R@10": r10 + 0.001 * s}}}}
+            d = {"R@10": r10 + 0.001 * s, "mean_rank": 5.0, "median_rank": 4.0, "n": 200}
+            r["multimodal"] = {"vqa": {"clean": {"overall": {"accuracy": vqa, "n": 600}},
+                                       "adversarial image (PGD-10, ε=2/255)": {"overall": {"accuracy": vqa - 0.2,
+                                                                                           "n": 600}}},
+                               "retrieval": {"clean": {"image_to_report": d, "report_to_image": d}}}
             records.append(r)
-    comps = {c["metric"]: c for c in answer.comparisons(records, SETUP)}
+    comps = {c["metric"]: c for c in comparisons(records, SETUP)}
     assert abs(comps["vqa_acc"]["mean_diff"] - 0.11) < 1e-9 and comps["vqa_acc"]["verdict"] == "better"
-    assert comps["vqa_adv"]["mean_b"] == pytest.approx(0.31)  # the attacked condition found by its prefix
+    assert comps["vqa_adv"]["mean_b"] == pytest.approx(0.31)  # the attacked condition, by its id
     assert comps["r10"]["verdict"] == "no clear difference" and "r10_adv" not in comps  # not measured: left out
-    line = next(x for x in answer.answer(records, SETUP).splitlines() if x.startswith("**Retrieval and VQA**"))
+    line = next(x for x in ans(records, SETUP).splitlines() if x.startswith("**Retrieval and VQA**"))
     assert "2 of 3 comparisons clear" in line
     assert "CLIP at 10% labels, VQA accuracy: **better** (51.0% → 62.0%, +11.0 pp" in line
     assert "VQA accuracy under PGD on the image: **better** (31.0% → 42.0%" in line
     assert "R@10" not in line  # no clear difference there
-    assert not any(c["metric"] in answer.TASKS for c in answer.comparisons(grid(), SETUP))  # image-only arms
-    paragraphs = answer.answer(records, SETUP).split("\n\n")
+    assert not any(c["metric"] in answer.TASKS for c in comparisons(grid(), SETUP))  # image-only arms
+    paragraphs = ans(records, SETUP).split("\n\n")
     assert any(p.startswith("**Retrieval and VQA**") for p in paragraphs)  # its own paragraph, not run together
     assert any(p.startswith("Image attacks leave the report clean") for p in paragraphs)

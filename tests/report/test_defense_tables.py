@@ -1,6 +1,11 @@
 """The report's defense table: paired with the undefended arm, costs as ratios, EOT difference visible."""
 
-from medrobust.report.defenses import defense_tables
+from medrobust.report import defenses
+from records import facts, records
+
+
+def defense_tables(recs, setup, ref):
+    return defenses.defense_tables(records(recs), facts(setup), ref)
 
 
 def _rec(method, seed, clean, pgd, finetune_s, inference_s, defense=None, undefended=None, no_eot=None,

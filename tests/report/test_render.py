@@ -9,6 +9,11 @@ import numpy as np
 import pytest
 
 from medrobust.report import render, stats
+from records import facts, records
+
+
+def write(recs, setup, out):
+    return render.write_report(records(recs), facts(setup), out)
 
 EPS = ["0", "0.5", "1", "2", "4", "8"]
 CORR = ["gaussian-noise", "gaussian-blur"]
@@ -43,12 +48,13 @@ def make(fractions=(0.1, 1.0), seeds=(0, 1, 2), holdout=True, arms=ARMS):
                              "timing": {"pretrain_s": 30.0 if cp else 0.0, "pretrain_cached": s > 0,
                                         "finetune_s": 6.0, "eval_s": 5.0},
                              "info": {"n_labeled": int(1800 * f), "n_train": 1800, "n_test": 600, "n_adv": 300}})
-    setup = {"study": "test", "data": "synthetic", "task": "binary", "train_sites": ["A", "B"],
-             "holdout_sites": ["D"] if holdout else [], "methods": [a[0] for a in arms], "fractions": list(fractions),
-             "seeds": list(seeds), "epsilons": EPS, "reference_epsilon": "2", "attack": "PGD",
-             "corruptions": CORR, "severities": [1, 2, 3, 4, 5],
-             "skipped": [{"method": "mae", "reason": "not in this study"}], "config_yaml": "study: test\n",
-             "budgets": "pre-training 150 steps × batch 128", "downstream": "late fusion of the encoders"}
+    setup = {"study": "test", "data": "synthetic", "task_kind": "binary", "label_names": ["normal", "abnormal"],
+             "train_sites": ["A", "B"], "holdout_sites": ["D"] if holdout else [], "methods": [a[0] for a in arms],
+             "fractions": list(fractions), "seeds": list(seeds), "epsilons": EPS, "reference_epsilon": "2",
+             "attacks": [{"name": "pgd", "params": {"steps": 10}}], "corruptions": CORR, "severities": [1, 2, 3, 4, 5],
+             "skipped": [{"arm": "mae", "reason": "not in this study"}], "config_yaml": "study: test\n",
+             "pretrain": {"steps": 150, "batch_size": 128}, "finetune": {"steps": 150, "batch_size": 64},
+             "has_text": any("text" in a[2] for a in arms)}
     return recs, setup
 
 
@@ -56,7 +62,7 @@ def make(fractions=(0.1, 1.0), seeds=(0, 1, 2), holdout=True, arms=ARMS):
 def full(tmp_path_factory):
     recs, setup = make()
     out = tmp_path_factory.mktemp("report")
-    md_path = render.write_report(recs, setup, out)
+    md_path = write(recs, setup, out)
     return recs, setup, out, md_path
 
 
@@ -136,16 +142,16 @@ def test_answer_numbers_equal_table_numbers(full):
 
 def test_deterministic(tmp_path):
     recs, setup = make(fractions=(0.1,), seeds=(0, 1))
-    a = render.write_report(recs, setup, tmp_path / "a")
-    b = render.write_report(recs, setup, tmp_path / "b")
+    a = write(recs, setup, tmp_path / "a")
+    b = write(recs, setup, tmp_path / "b")
     assert a.read_bytes() == b.read_bytes()
     assert (tmp_path / "a/report.html").read_bytes() == (tmp_path / "b/report.html").read_bytes()
 
 
 def test_no_holdout_and_no_multimodal_arms(tmp_path):
     recs, setup = make(fractions=(0.01, 0.1, 1.0), seeds=(0, 1), holdout=False, arms=ARMS[:2])
-    del setup["holdout_sites"], setup["config_yaml"], setup["skipped"]
-    md = render.write_report(recs, setup, tmp_path).read_text(encoding="utf-8")
+    del setup["holdout_sites"], setup["config_yaml"], setup["skipped"], setup["has_text"]
+    md = write(recs, setup, tmp_path).read_text(encoding="utf-8")
     assert not (tmp_path / "site_shift.png").exists()
     assert "No held-out site" in md and "`site_shift.png` not drawn" in md
     assert "report removed" not in md and "Held-out-site accuracy" not in md
@@ -157,7 +163,7 @@ def test_no_holdout_and_no_multimodal_arms(tmp_path):
 
 def test_one_seed_and_minimal_setup(tmp_path):
     recs, _ = make(fractions=(0.1,), seeds=(0,), arms=ARMS[:2])
-    md = render.write_report(recs, {}, tmp_path).read_text(encoding="utf-8")
+    md = write(recs, {}, tmp_path).read_text(encoding="utf-8")
     results = md.split("## Results per metric")[1].split("## Paired")[0]
     rows = [line for line in results.splitlines() if line.startswith("| simclr")]
     assert rows and all("(n=1)" in row and "±" not in row for row in rows)
@@ -166,7 +172,7 @@ def test_one_seed_and_minimal_setup(tmp_path):
 
 def test_empty_records_rejected(tmp_path):
     with pytest.raises(ValueError):
-        render.write_report([], {}, tmp_path)
+        render.write_report([], None, tmp_path)
 
 
 def test_report_package_does_not_import_torch():
@@ -197,7 +203,7 @@ def test_report_side_attack_tables_rendered(tmp_path):
                              "report_attacks": {"report-word-substitution": {"1": acc, "3": acc - 0.2}}},
                  "timing": {}, "info": {}}
             recs.append(r)
-    md = render.write_report(recs, {"methods": ["supervised-multimodal", "clip"]}, tmp_path).read_text()
+    md = write(recs, {"methods": ["supervised-multimodal", "clip"]}, tmp_path).read_text()
     assert "report-word-substitution: robust accuracy (%) per budget — 10% labels" in md
     section = md.split("report-word-substitution: robust accuracy (%) per budget")[1]
     line = next(x for x in section.splitlines() if x.startswith("| clip"))
@@ -210,12 +216,13 @@ def test_run_time_counts_every_timed_stage():
     total = tables.metrics("2")["time_total"]
     timing = {"pretrain_s": 1.0, "pretrain_cached": False, "defense_s": 2.0, "finetune_s": 3.0, "inference_s": 0.5,
               "eval_s": 4.0, "tasks_s": 5.0}
-    assert total.get({"timing": timing}) == 15.5
-    assert total.get({"timing": {k: v for k, v in timing.items() if k != "tasks_s"}}) == 10.5  # image-only run
+    rec = lambda t: records([{"method": "supervised", "fraction": 0.1, "seed": 0, "timing": t}])[0]  # noqa: E731
+    assert total.get(rec(timing)) == 15.5
+    assert total.get(rec({k: v for k, v in timing.items() if k != "tasks_s"})) == 10.5  # image-only run
 
 
 def test_setup_says_how_image_report_arms_are_fine_tuned(full):
     md = full[3].read_text(encoding="utf-8")
     setup_part = md.split("## Setup")[1].split("## Results per metric")[0]
     assert "- **Budgets:** pre-training 150 steps × batch 128" in setup_part
-    assert "- **Image+report downstream:** late fusion of the encoders" in setup_part
+    assert "- **Image+report downstream:** late fusion: the (pre-trained) image and report encoders" in setup_part

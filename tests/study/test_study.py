@@ -39,15 +39,15 @@ def test_tiny_study_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert len(runs) == 4 * 2 * 2  # methods x fractions x seeds
     records = Store(out / "runs.sqlite").records()
     for r in records:
-        m = r["metrics"]
-        assert 0 <= m["clean"]["acc"] <= 1 and "holdout" in m
-        assert set(m["attacks"]) == {"fgsm", "pgd", "worst"} and set(m["attacks"]["pgd"]) == {"0", "2", "8"}
-        assert m["attacks"]["pgd"]["0"] >= m["attacks"]["pgd"]["8"]
-        assert ("noreport" in m) == ("text" in r["modalities"])
-        assert {c["name"] for c in m["checks"]} >= {"eps0_equals_clean", "monotone_in_eps"}
-        assert next(c for c in m["checks"] if c["name"] == "eps0_equals_clean")["passed"]
-    pre = [r for r in records if r["kind"] == "self-supervised"]
-    assert sum(not r["timing"]["pretrain_cached"] for r in pre) == 2 * 2, "pre-train once per method and seed"
+        m = r.metrics
+        assert 0 <= m.clean.acc <= 1 and m.holdout is not None
+        assert set(m.attacks) == {"fgsm", "pgd", "worst"} and set(m.attacks["pgd"]) == {"0", "2", "8"}
+        assert m.attacks["pgd"]["0"] >= m.attacks["pgd"]["8"]
+        assert (m.without_text is not None) == r.uses_text
+        assert {c.name for c in m.checks} >= {"eps0_equals_clean", "monotone_in_eps"}
+        assert next(c for c in m.checks if c.name == "eps0_equals_clean").passed
+    pre = [r for r in records if r.self_supervised]
+    assert sum(not r.timing.pretrain_cached for r in pre) == 2 * 2, "pre-train once per method and seed"
     # a second run finds everything finished and redoes nothing
     assert main(["study", "configs/quick.yaml", *tiny_overrides(out)]) == 0
     assert _finished(out) == runs
@@ -86,8 +86,8 @@ def test_medmnist_study_skips_image_report_arms(tmp_path, capsys):
     assert main(["study", "configs/medmnist.yaml", *overrides]) == 0
     text = (out / "report" / "report.md").read_text()
     records = Store(out / "runs.sqlite").records()
-    assert {r["method"] for r in records} == {"supervised", "simclr"}
-    assert all("holdout" not in r["metrics"] for r in records)
+    assert {r.arm for r in records} == {"supervised", "simclr"}
+    assert all(r.metrics.holdout is None for r in records)
     assert "clip" in text and "no report text" in text
 
 
@@ -125,7 +125,7 @@ def test_list_prints_family_and_name(capsys):
                      ("method", "supervised-multimodal"), ("method", "simclr"), ("method", "clip"),
                      ("attack", "fgsm"), ("attack", "pgd"), ("corruption", "gaussian-noise")]:
         assert expected in pairs
-    assert {p[0] for p in pairs} <= {"data", "encoder", "method", "attack", "corruption", "defense"}
+    assert {p[0] for p in pairs} <= {"data", "encoder", "method", "attack", "report-attack", "corruption", "defense"}
 
 
 def test_data_command_writes_readable_files_and_inspects_them(tmp_path, capsys):
@@ -155,7 +155,9 @@ def test_linear_probe_mode_keeps_pretrained_encoder_fixed(tmp_path, monkeypatch)
 
     from medrobust.engine.checkpoint import load_modules
     from medrobust.study.prepare import prepare
-    from medrobust.study.runner import build_encoders, execute
+    from medrobust.models.build import build_encoders
+    from medrobust.study.context import inputs_of
+    from medrobust.study.runner import execute, model_specs
     from medrobust.study.spec import expand
 
     cfg = load_config("configs/quick.yaml", tiny_overrides(tmp_path) + ["methods=[simclr]", "seeds=[0]",
@@ -163,20 +165,20 @@ def test_linear_probe_mode_keeps_pretrained_encoder_fixed(tmp_path, monkeypatch)
     data = prepare(cfg)
     (run,), _ = expand(cfg, data.has_text)
     seen = {}
-    import medrobust.study.runner as runner_mod
+    import medrobust.study.context as context_mod
 
-    real_fit = runner_mod.fit
+    real_fit = context_mod.fit
 
     def spy(method, tensors, fit_cfg, **kw):  # keep the weights each training stage ends with
         result = real_fit(method, tensors, fit_cfg, **kw)
         seen[type(method).__name__] = {k: v.clone() for k, v in method.state_dict().items()}
         return result
 
-    monkeypatch.setattr(runner_mod, "fit", spy)
-    record = execute(run, cfg, data, torch.device("cpu"), tmp_path / "ckpt", log=lambda _m: None)
-    assert record["finetune_mode"] == "linear"
-    image, _, _ = build_encoders(cfg, data, 0)
-    (ckpt,) = (tmp_path / "ckpt").glob("simclr-*.pt")
+    monkeypatch.setattr(context_mod, "fit", spy)
+    record = execute(run, cfg, data, torch.device("cpu"), tmp_path, log=lambda _m: None)
+    assert record.finetune_mode == "linear"
+    image, _, _ = build_encoders(model_specs(cfg), inputs_of(data), 0)
+    (ckpt,) = (tmp_path / "checkpoints").glob("simclr-*.pt")
     load_modules(ckpt, {"image": image})
     tuned = seen["Supervised"]
     for k, v in image.state_dict().items():
@@ -195,7 +197,7 @@ def test_study_under_torchrun_two_processes(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = Store(out / "runs.sqlite").records()
-    assert sorted((r["method"], r["fraction"]) for r in records) == [
+    assert sorted((r.arm, r.fraction) for r in records) == [
         ("clip", 0.5), ("clip", 1.0), ("supervised", 0.5), ("supervised", 1.0)]
     assert (out / "report" / "report.md").exists()
 
@@ -222,24 +224,24 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
         "methods=[supervised, {name: supervised, defense: input-noise}, simclr, supervised-multimodal, mmr, "
         "{name: robust-mmr, domain_weight: 0}, {name: supervised-multimodal, defense: fusion-noise}]"]
     assert main(["study", "configs/quick.yaml", *overrides]) == 0
-    records = {r["method"]: r for r in Store(out / "runs.sqlite").records()}
+    records = {r.arm: r for r in Store(out / "runs.sqlite").records()}
     assert set(records) == {"supervised", "supervised + input-noise", "simclr", "simclr [knn]", "supervised-multimodal",
                             "mmr", "robust-mmr(domain_weight=0)", "supervised-multimodal + fusion-noise"}
     for arm in ("supervised-multimodal", "mmr", "robust-mmr(domain_weight=0)"):
-        mm = records[arm]["multimodal"]
-        assert {"retrieval", "vqa"} <= set(mm)
-        clean = mm["retrieval"]["clean"]["image_to_report"]
-        assert 1 <= clean["mean_rank"] <= 20 and 0 <= clean["R@1"] <= 1 and clean["n"] == 20
-        assert "degradation" in mm["retrieval"]["corrupted image"]
-        assert 0 <= mm["vqa"]["clean"]["overall"]["accuracy"] <= 1 and mm["vqa"]["clean"]["overall"]["n"] == 30
-        assert 0 <= records[arm]["metrics"]["noimage"]["acc"] <= 1
-        assert records[arm]["timing"]["tasks_s"] > 0  # counted in the report's run time
-    assert "tasks_s" not in records["supervised"]["timing"]
+        mm = records[arm].tasks
+        assert mm.retrieval is not None and mm.vqa is not None
+        clean = mm.retrieval["clean"].image_to_report
+        assert 1 <= clean.mean_rank <= 20 and 0 <= clean.recall_at[1] <= 1 and clean.n == 20
+        assert mm.retrieval["corrupted_image"].degradation is not None
+        assert 0 <= mm.vqa["clean"].overall.accuracy <= 1 and mm.vqa["clean"].overall.n == 30
+        assert 0 <= records[arm].metrics.without_image.acc <= 1
+        assert records[arm].timing.tasks_s > 0  # counted in the report's run time
+    assert records["supervised"].timing.tasks_s == 0
     noisy = records["supervised + input-noise"]
-    assert noisy["defense"] == "input-noise" and noisy["randomized"] and noisy["undefended"] == "supervised"
-    assert "2" in noisy["metrics"]["attacks"]["pgd_without_eot"]
-    assert "multimodal" not in records["supervised-multimodal + fusion-noise"]  # tasks use undefended modules
-    assert records["simclr [knn]"]["finetune_mode"] == "knn"
+    assert noisy.defense == "input-noise" and noisy.randomized and noisy.undefended == "supervised"
+    assert "2" in noisy.metrics.attacks["pgd_without_eot"]
+    assert records["supervised-multimodal + fusion-noise"].tasks is None  # tasks use undefended modules
+    assert records["simclr [knn]"].finetune_mode == "knn"
     text = (out / "report" / "report.md").read_text()
     for heading in ("## Defenses", "## Multimodal arms", "### Retrieval image→report: R@1", "### VQA accuracy"):
         assert heading in text

@@ -50,10 +50,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.attacks.base import LossFn, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
-from medrobust.attacks.pgd import _per_example, ascent_direction, project
-from medrobust.data.base import Task
-from medrobust.methods.losses import task_loss
+from medrobust.attacks.pgd import ascent_direction, per_example, project
 from medrobust.registry import register
+from medrobust.task import Task, task_loss
 
 MOMENTUM = 0.75  # α of Algorithm 1
 
@@ -165,7 +164,7 @@ class _APGD:
         p, norm, n = self.params, self.norm, len(x)
 
         def pe(v: torch.Tensor) -> torch.Tensor:  # [n] -> [n, 1, ..., 1]
-            return _per_example(v, x)
+            return per_example(v, x)
 
         x_cur = self._start(x, eps, generator)
         logits, grad = loss_and_grad(model, x_cur, y, task, loss_fn, samples)

@@ -22,9 +22,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from medrobust.data.base import Task
-from medrobust.evaluation.metrics import per_example_accuracy
-from medrobust.methods.losses import task_loss
+from medrobust.task import Task, per_example_accuracy, task_loss
 
 DEFAULT_EOT_SAMPLES = 16
 

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from medrobust.attacks.base import check_inputs, eval_mode, loss_and_grad
-from medrobust.data.base import Task
 from medrobust.registry import register
+from medrobust.task import Task
 
 
 class FGSMParams(BaseModel):

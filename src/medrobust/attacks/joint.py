@@ -1,6 +1,7 @@
 """Joint image + report attack: an L∞ image ball and a word-edit budget at once.
 
-``attack(model, image, tokens, y, *, budget=(eps, k), task, texts, tokenizer, generator) -> AdversarialPair``.
+``attack(model, image, tokens, y, *, budget=(eps, k), task, texts, tokenizer, generator) -> AdversarialPair``
+(registry family ``report-attack``; ``eps`` in [0, 1] pixel units).
 
 Alternating strategy, in the spirit of multimodal attacks that perturb both modalities in turn
 (Co-Attack, Zhang et al. 2022, "Towards Adversarial Attack on Vision-Language Pre-training Models",
@@ -8,7 +9,7 @@ ACM MM; SGA, Lu et al. 2023, ICCV):
 
 1. image PGD (Madry et al. 2018; random start, projection around the *clean* image) against the model
    with the clean report: ``x1``;
-2. word substitution on the report given ``x1`` (:class:`~medrobust.attacks.report.ReportWordSubstitution`,
+2. word substitution on the report given ``x1`` (:class:`~medrobust.attacks.text.ReportWordSubstitution`,
    TextFooler-style, Jin et al. 2020): report ``r``;
 3. image PGD again from the clean image, given ``r``, on the examples not yet fully wrong: ``x2``.
 
@@ -28,11 +29,11 @@ from torch import nn
 
 from medrobust.attacks.base import AttackInputError, check_inputs, eval_mode
 from medrobust.attacks.pgd import PGD, PGDParams
-from medrobust.attacks.report import (AdversarialPair, PairScorer, ReportWordSubstitution, WordSubstitutionParams,
-                                      check_report_inputs)
-from medrobust.data.base import Task
+from medrobust.attacks.text import (AdversarialPair, PairScorer, ReportWordSubstitution, WordSubstitutionParams,
+                                    check_report_inputs)
 from medrobust.models.heads import FixedReport
 from medrobust.registry import register
+from medrobust.task import Task
 
 _BIG = 1e6  # lexicographic key: wrong decisions first, then the loss
 
@@ -49,7 +50,7 @@ def _split_budget(budget) -> tuple[float, int]:
     return float(budget[0]), budget[1]
 
 
-@register("attack", "joint-image-report")
+@register("report-attack", "joint-image-report")
 class JointImageReport:
     """Image ε-ball (pixel units of [0, 1]) and ``k`` report word edits together; see the module docstring."""
 

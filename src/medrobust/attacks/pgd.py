@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.attacks.base import check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
-from medrobust.data.base import Task
 from medrobust.registry import register
+from medrobust.task import Task
 
 Norm = Literal["linf", "l2"]
 
 
-def _per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``[N]`` -> ``[N, 1, ..., 1]`` broadcastable against ``like`` (``[N, C, *spatial]``)."""
     return v.view(-1, *([1] * (like.ndim - 1)))
 
@@ -47,7 +47,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm) -> tor
     if norm == "linf":
         d = d.clamp(-eps, eps)
     else:
-        d = d * _per_example((eps / l2_norm(d).clamp_min(1e-12)).clamp(max=1.0), d)
+        d = d * per_example((eps / l2_norm(d).clamp_min(1e-12)).clamp(max=1.0), d)
     return (x + d).clamp(0.0, 1.0)
 
 
@@ -55,7 +55,7 @@ def ascent_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     """Steepest-ascent direction of unit norm: ``sign(g)`` (L∞) or ``g/‖g‖₂`` (L2; 0 for a zero gradient)."""
     if norm == "linf":
         return grad.sign()
-    return grad / _per_example(l2_norm(grad).clamp_min(1e-12), grad)
+    return grad / per_example(l2_norm(grad).clamp_min(1e-12), grad)
 
 
 class PGDParams(BaseModel):
@@ -92,7 +92,7 @@ class PGD:
             return (x + (2 * noise - 1) * eps).clamp(0.0, 1.0)
         direction = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         radius = torch.rand(len(x), generator=generator, dtype=x.dtype).to(x.device) * eps  # [N]
-        return project(x + ascent_direction(direction, "l2") * _per_example(radius, x), x, eps, "l2")
+        return project(x + ascent_direction(direction, "l2") * per_example(radius, x), x, eps, "l2")
 
     def _run(self, model, x, y, eps, task, generator, best, best_err):
         p = self.params
@@ -105,7 +105,7 @@ class PGD:
                 logits = predict(model, x_adv, samples)
             err = errors(logits, y, task)  # [N]
             better = err >= best_err
-            best = torch.where(_per_example(better, x), x_adv, best)
+            best = torch.where(per_example(better, x), x_adv, best)
             best_err = torch.maximum(err, best_err)
             if step < p.steps:
                 x_adv = project(x_adv + p.step_size * eps * ascent_direction(grad, self.norm), x, eps, self.norm)

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.attacks.base import check_inputs, eot_samples, errors, eval_mode, predict, restrict
-from medrobust.data.base import Task
 from medrobust.registry import register
+from medrobust.task import Task
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # of a 10 000-query budget
 

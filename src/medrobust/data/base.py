@@ -12,41 +12,13 @@ usable by self-supervised pre-training only.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
-TaskKind = Literal["binary", "multiclass", "multilabel", "ordinal"]
+from medrobust.task import DataError, Task, TaskKind  # noqa: F401 - re-exported: the one definition is in task.py
+
 UNLABELED = -1
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file (or source), the key or value, and what was expected."""
-
-
-@dataclass(frozen=True)
-class Task:
-    """What is predicted. ``label_names`` are the class names (single-label) or the finding names (multilabel)."""
-
-    kind: TaskKind
-    label_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("binary", "multiclass", "multilabel", "ordinal"):
-            raise DataError(f"task kind {self.kind!r} is not one of binary, multiclass, multilabel, ordinal")
-        if len(self.label_names) < (1 if self.kind == "multilabel" else 2):
-            raise DataError(f"task {self.kind!r} needs more label names, got {self.label_names!r}")
-        if self.kind == "binary" and len(self.label_names) != 2:
-            raise DataError(f"a binary task has 2 classes, got {len(self.label_names)}: {self.label_names!r}")
-
-    @property
-    def n_outputs(self) -> int:
-        """Number of logits a classifier for this task produces."""
-        return len(self.label_names)
-
-    @property
-    def multilabel(self) -> bool:
-        return self.kind == "multilabel"
 
 
 @dataclass(frozen=True)

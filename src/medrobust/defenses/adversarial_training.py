@@ -28,13 +28,13 @@ from torch import nn
 
 from medrobust.attacks.base import LossFn, eval_mode, loss_and_grad
 from medrobust.attacks.pgd import project
-from medrobust.attacks.report import EmbeddingForward, embedding_scale
+from medrobust.attacks.text import EmbeddingForward, embedding_scale
 from medrobust.data.base import Task
 from medrobust.data.tokenizer import CLS, PAD
 from medrobust.defenses.base import Defense
-from medrobust.methods.losses import task_loss
 from medrobust.models.heads import FixedReport
 from medrobust.registry import register
+from medrobust.task import task_loss
 
 
 def kl_per_example(clean_logits: torch.Tensor, adv_logits: torch.Tensor, task: Task) -> torch.Tensor:

@@ -39,10 +39,25 @@ PRESETS: dict[str, list[Component]] = {
                    Component(name="square", params={"n_queries": 5000})],
 }
 
+#: the fixed attacks of the evaluation itself (not configurable, so every study measures the same thing):
+#: PGD-10 for the EOT comparison, the large-ε self-check and the retrieval / VQA conditions; a gradient-free
+#: Square for the large-ε check of image+text models
+REFERENCE_PGD = Component(name="pgd", params={"steps": 10})
+CHECK_SQUARE = Component(name="square", params={"n_queries": 100})
+
 
 def eps_key(eps: float) -> str:
     """The string key of an ε (×1/255) in metric dicts: ``0.5 -> "0.5"``, ``2.0 -> "2"``."""
     return f"{eps:g}"
+
+
+def to_pixels(eps_255: float) -> float:
+    """The config's 1/255 units to the [0, 1] pixel space: ``2 -> 2/255``.
+
+    The one place the conversion happens: callers that read ε from the config convert once; everything
+    below them (attacks, :meth:`AttackTarget.accuracy_under`, :func:`random_noise_accuracy`) takes pixels.
+    """
+    return eps_255 / 255.0
 
 
 def build_attack(spec: Component):
@@ -94,11 +109,11 @@ class AttackTarget:
 
     def accuracy_under(self, attack, eps: float, generator: torch.Generator, index: np.ndarray | None = None
                        ) -> torch.Tensor:
-        """Per-example accuracy ``[len(index)]`` after ``attack`` at ``eps`` (×1/255)."""
+        """Per-example accuracy ``[len(index)]`` after ``attack`` at ``eps`` (pixel units, :func:`to_pixels`)."""
         index = np.arange(len(self.labels)) if index is None else index
         out = []
         for _idx, x, y, fn in self.batches(index):
-            x_adv = attack(fn, x, y, eps=eps / 255.0, task=self.task, generator=generator)
+            x_adv = attack(fn, x, y, eps=eps, task=self.task, generator=generator)
             with torch.no_grad():
                 out.append(per_example_accuracy(fn(x_adv), y, self.task))
         return torch.cat(out) if out else torch.zeros(0)
@@ -106,11 +121,14 @@ class AttackTarget:
 
 def curves(target: AttackTarget, attacks: list[Component], epsilons: list[float], seed: int
            ) -> dict[str, dict[float, torch.Tensor]]:
-    """``name -> ε -> [n]`` per-example accuracy of each attack run independently on every example."""
+    """``name -> ε -> [n]`` per-example accuracy of each attack run independently on every example.
+
+    ``epsilons`` are the config's grid in 1/255 (the keys of the result); attacks get :func:`to_pixels` of them.
+    """
     results: dict[str, dict[float, torch.Tensor]] = {}
     for spec in attacks:
         attack, generator = build_attack(spec), torch.Generator().manual_seed(seed)
-        results[spec.name] = {eps: target.accuracy_under(attack, eps, generator) for eps in epsilons}
+        results[spec.name] = {eps: target.accuracy_under(attack, to_pixels(eps), generator) for eps in epsilons}
     return results
 
 
@@ -150,6 +168,7 @@ def worst_case(target: AttackTarget, per_attack: dict[str, dict[float, torch.Ten
                ) -> tuple[dict[float, torch.Tensor], dict]:
     """Per-example worst case over the curves and the sequence; also how many examples each attack broke.
 
+    ``epsilons`` and ``run_at`` are in the config's 1/255 units (the keys of ``per_attack`` and of the result).
     ``run_at``: the ε at which the sequence runs (None = all); at the others the worst case is the minimum
     over the curves and the worst case at the next smaller ε (ball nesting).
     """
@@ -171,7 +190,8 @@ def worst_case(target: AttackTarget, per_attack: dict[str, dict[float, torch.Ten
             remaining = np.flatnonzero((current > 0).numpy())
             before = current.clone()
             if eps > 0 and len(remaining):
-                acc = target.accuracy_under(build_attack(spec), eps, torch.Generator().manual_seed(seed), remaining)
+                acc = target.accuracy_under(build_attack(spec), to_pixels(eps), torch.Generator().manual_seed(seed),
+                                            remaining)
                 current[remaining] = torch.minimum(current[remaining], acc)
             broke[label][eps_key(eps)] = int((current < before).sum())
             state.put(key, current)
@@ -191,11 +211,14 @@ def gradient_norms(target: AttackTarget) -> torch.Tensor:
 
 
 def random_noise_accuracy(target: AttackTarget, eps: float, seed: int) -> torch.Tensor:
-    """``[n]`` accuracy under random ±ε sign noise (the same L∞ size as the attack), clipped to [0, 1]."""
+    """``[n]`` accuracy under random ±ε sign noise (the same L∞ size as the attack), clipped to [0, 1].
+
+    ``eps`` in [0, 1] pixel units (:func:`to_pixels`).
+    """
     g = torch.Generator().manual_seed(seed)
     out = []
     for _idx, x, y, fn in target.batches(np.arange(len(target.labels))):
         noise = torch.randint(0, 2, x.shape, generator=g).float() * 2 - 1
         with torch.no_grad():
-            out.append(per_example_accuracy(fn((x + noise * eps / 255.0).clamp(0, 1)), y, target.task))
+            out.append(per_example_accuracy(fn((x + noise * eps).clamp(0, 1)), y, target.task))
     return torch.cat(out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -57,8 +58,6 @@ def monotone_in_eps(per_attack: dict[str, dict[float, torch.Tensor]], epsilons: 
 
 
 def above_chance(clean_acc: float, labels, multilabel: bool) -> dict:
-    import numpy as np
-
     labels = np.asarray(labels)
     if multilabel:
         majority = float(np.mean(np.maximum(labels.mean(axis=0), 1 - labels.mean(axis=0))))
@@ -68,9 +67,6 @@ def above_chance(clean_acc: float, labels, multilabel: bool) -> dict:
     detail = (f"clean accuracy {clean_acc:.3f} vs {majority:.3f} for always predicting the majority class"
               + ("" if passed else " — the model did not learn; its robustness numbers are meaningless"))
     return {"name": "above_chance", "passed": passed, "detail": detail}
-
-
-
 
 
 def large_eps_breaks(acc: float, eps: float, image_only_note: str = "",

@@ -1,4 +1,5 @@
-"""Per-example correctness and data-set metrics (accuracy, AUC) for every task kind.
+"""Data-set metrics (accuracy, AUC) for every task kind; per-example correctness (``per_example_accuracy``)
+is defined in :mod:`medrobust.task` and re-exported here.
 
 AUC follows the MedMNIST v2 evaluator (Yang et al. 2023) so numbers compare with its tables: binary,
 the score of class 1; multiclass/ordinal, the mean one-vs-rest AUC over classes; multilabel, the mean
@@ -10,14 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medrobust.data.base import Task
-
-
-def per_example_accuracy(logits: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
-    """``[N]`` float in [0, 1]: 1/0 for single-label; fraction of correct findings for multilabel."""
-    if task.multilabel:
-        return ((logits > 0).long() == labels).float().mean(dim=1)
-    return (logits.argmax(dim=1) == labels).float()
+from medrobust.task import Task, per_example_accuracy  # noqa: F401 - re-exported: defined in task.py
 
 
 def scores(logits: torch.Tensor, task: Task) -> np.ndarray:

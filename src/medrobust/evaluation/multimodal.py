@@ -16,8 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from medrobust.attacks.text import WORD, ReportWordSubstitution, WordSubstitutionParams, synonyms_at, typos
+from medrobust.corruptions.base import apply
 from medrobust.data.base import Task, to_unit
+from medrobust.data.tokenizer import PAD
+from medrobust.data.vqa import vqa_accuracy
+from medrobust.evaluation.adversarial import REFERENCE_PGD, build_attack, to_pixels
+from medrobust.evaluation.retrieval import mean_rank_degradation, retrieval_metrics
 from medrobust.methods.losses import clip_loss
+from medrobust.schema import Component
 
 CORRUPTION_SEVERITY = 3
 
@@ -53,8 +60,6 @@ class RetrievalModel(nn.Module):
         return self.text_embedding(self.text_encoder.embed(tokens), tokens)
 
     def text_embedding(self, emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        from medrobust.data.tokenizer import PAD
-
         if self.fusion is not None:
             h = self.fusion(None, self.text_encoder.forward_token_embeddings(emb, tokens), tokens == PAD)[0]
         else:
@@ -126,14 +131,12 @@ def _embed(fn, x, batch_size: int) -> torch.Tensor:
 
 def perturb_reports(texts: list[str], k: int, seed: int) -> list[str]:
     """``k`` random words of each report replaced by a synonym, abbreviation or typo (not adversarial)."""
-    from medrobust.attacks.report import WORD, _synonyms_at, typos
-
     rng, out = random.Random(seed), []
     for text in texts:
         parts = WORD.split(text)
         words = [j for j in range(1, len(parts), 2)]
         for j in rng.sample(words, min(k, len(words))):
-            cands = _synonyms_at(parts, j) or typos(parts[j])
+            cands = synonyms_at(parts, j) or typos(parts[j])
             if cands:
                 parts[j] = rng.choice(cands)
         out.append("".join(parts))
@@ -151,17 +154,12 @@ class PairData:
 
 def evaluate_retrieval(model: RetrievalModel, test: PairData, holdout: PairData | None, tokenizer, cfg,
                        seed: int, report_edits: int = 2) -> dict:
-    """Retrieval metrics per condition, and the mean-rank degradation of each perturbed condition.
+    """Retrieval metrics per condition id (:data:`medrobust.record.CONDITIONS`), and the mean-rank degradation
+    of each perturbed condition.
 
     ``cfg``: the study's ``EvalConfig`` (batch size, corruptions, reference ε); ``report_edits``: words
     replaced in the perturbed- and adversarial-report conditions.
     """
-    from medrobust.attacks.report import ReportWordSubstitution, WordSubstitutionParams
-    from medrobust.corruptions.base import apply
-    from medrobust.evaluation.adversarial import build_attack
-    from medrobust.evaluation.retrieval import mean_rank_degradation, retrieval_metrics
-    from medrobust.schema import Component
-
     bs = cfg.batch_size
     model.eval()
     x = to_unit(test.images)
@@ -175,29 +173,29 @@ def evaluate_retrieval(model: RetrievalModel, test: PairData, holdout: PairData 
         xc = torch.cat([apply(name, x[s : s + bs], CORRUPTION_SEVERITY, g) for s in range(0, len(x), bs)])
         corr.append(retrieval_metrics(_embed(model.encode_image, xc, bs) @ txt.T))
     if corr:
-        out["corrupted image"] = _mean_metrics(corr)
+        out["corrupted_image"] = _mean_metrics(corr)
     k = max(1, int(report_edits))
     noisy = torch.as_tensor(tokenizer.encode(perturb_reports(test.texts, k, seed)))[:, : tok.shape[1]]
-    out[f"perturbed report ({k} words)"] = retrieval_metrics(img @ _embed(model.encode_text, noisy, bs).T)
+    out["perturbed_text"] = retrieval_metrics(img @ _embed(model.encode_text, noisy, bs).T)
     labels = torch.arange(len(x))
     task = Task("multiclass", tuple(str(i) for i in range(len(x))))
-    eps = cfg.reference_epsilon / 255.0
-    pgd = build_attack(Component(name="pgd", params={"steps": 10}))
+    eps = to_pixels(cfg.reference_epsilon)
+    pgd = build_attack(REFERENCE_PGD)
     g = torch.Generator().manual_seed(seed)
     x_adv = torch.cat([pgd(ImageToReports(model, txt), x[s : s + bs], labels[s : s + bs], eps=eps, task=task,
                            generator=g) for s in range(0, len(x), bs)])
-    out[f"adversarial image (PGD-10, ε={cfg.reference_epsilon:g}/255)"] = retrieval_metrics(
+    out["adversarial_image"] = retrieval_metrics(
         _embed(model.encode_image, x_adv, bs) @ txt.T)
     words = ReportWordSubstitution(WordSubstitutionParams())
     adv_tok = torch.cat([words(ReportsToImages(model, img), x[s : s + bs], tok[s : s + bs], labels[s : s + bs],
                                budget=k, task=task, texts=test.texts[s : s + bs], tokenizer=tokenizer,
                                generator=g).tokens for s in range(0, len(x), bs)])
-    out[f"adversarial report ({k} words)"] = retrieval_metrics(img @ _embed(model.encode_text, adv_tok, bs).T)
+    out["adversarial_text"] = retrieval_metrics(img @ _embed(model.encode_text, adv_tok, bs).T)
     if holdout is not None:
-        out["held-out site"] = retrieval_metrics(_embed(model.encode_image, to_unit(holdout.images), bs)
+        out["holdout"] = retrieval_metrics(_embed(model.encode_image, to_unit(holdout.images), bs)
                                                  @ _embed(model.encode_text, torch.as_tensor(holdout.tokens), bs).T)
     for cond, m in list(out.items()):
-        if cond not in ("clean", "held-out site"):
+        if cond not in ("clean", "holdout"):
             m["degradation"] = mean_rank_degradation(out["clean"], m)
     return out
 
@@ -265,15 +263,12 @@ class VQAData:
 
 def evaluate_vqa(model: nn.Module, images: dict[str, np.ndarray], data: dict[str, VQAData], answers: list[str],
                  cfg, seed: int) -> dict:
-    """VQA accuracy (overall / closed / open / per question type) per condition.
+    """VQA accuracy (overall / closed / open / per question type) per condition id
+    (:data:`medrobust.record.CONDITIONS`).
 
     ``images`` and ``data`` map a split name (``test``, ``holdout``) to its uint8 images and questions;
     ``answers`` is the answer vocabulary (logit order).
     """
-    from medrobust.corruptions.base import apply
-    from medrobust.evaluation.adversarial import build_attack
-    from medrobust.schema import Component
-
     bs = cfg.batch_size
     model.eval()
     out = {}
@@ -296,8 +291,6 @@ def evaluate_vqa(model: nn.Module, images: dict[str, np.ndarray], data: dict[str
         return torch.cat(preds).numpy()
 
     def score(split, pred):
-        from medrobust.data.vqa import vqa_accuracy
-
         return vqa_accuracy([answers[i] for i in pred], data[split].entries)
 
     out["clean"] = score("test", run("test"))
@@ -306,14 +299,14 @@ def evaluate_vqa(model: nn.Module, images: dict[str, np.ndarray], data: dict[str
         gc = torch.Generator().manual_seed(seed + CORRUPTION_SEVERITY)
         corr.append(score("test", run("test", transform=lambda x, n=name, g=gc: apply(n, x, CORRUPTION_SEVERITY, g))))
     if corr:
-        out["corrupted image"] = _mean_metrics(corr)
+        out["corrupted_image"] = _mean_metrics(corr)
     if "holdout" in data:
-        out["held-out site"] = score("holdout", run("holdout"))
-    out["question only (image missing)"] = score("test", run("test", missing="image"))
+        out["holdout"] = score("holdout", run("holdout"))
+    out["image_missing"] = score("test", run("test", missing="image"))
     task = Task("multiclass", tuple(answers))
-    pgd = build_attack(Component(name="pgd", params={"steps": 10}))
-    eps = cfg.reference_epsilon / 255.0
-    out[f"adversarial image (PGD-10, ε={cfg.reference_epsilon:g}/255)"] = score(
+    pgd = build_attack(REFERENCE_PGD)
+    eps = to_pixels(cfg.reference_epsilon)
+    out["adversarial_image"] = score(
         "test", run("test", attack=lambda m, x, y, g: pgd(m, x, y, eps=eps, task=task, generator=g)))
     return out
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import torch
 
 DIRECTIONS = ("image_to_report", "report_to_image")
 KS = (1, 5, 10)
@@ -64,8 +65,6 @@ def similarity(img_emb, txt_emb):
     Raises:
         ValueError: when either input is not 2-D or the embedding widths differ.
     """
-    import torch
-
     a, b = torch.as_tensor(img_emb).float(), torch.as_tensor(txt_emb).float()
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"similarity: expected img_emb [N, E] and txt_emb [M, E], got shapes "

@@ -16,12 +16,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medrobust import registry
+from medrobust.corruptions.base import apply
 from medrobust.data.base import Task, to_unit
+from medrobust.data.fractions import label_subset
 from medrobust.evaluation import adversarial, checks
-from medrobust.evaluation.adversarial import AttackTarget, eps_key
+from medrobust.evaluation.adversarial import PRESETS, AttackTarget, eps_key, to_pixels
 from medrobust.evaluation.metrics import auc, per_example_accuracy, scores
-from medrobust.evaluation.report_side import ReportAttackSpec
+from medrobust.evaluation.text_side import ReportAttackSpec, evaluate_report_attacks, monotone_in_budget
 from medrobust.models.heads import Classifier
+from medrobust.record import ClassifierMetrics
 from medrobust.schema import Component, as_component
 
 EVAL_SEED = 20240531  # fixed: the same attacked subset and corruption noise for every run
@@ -60,8 +63,6 @@ class EvalConfig(BaseModel):
     @field_validator("worst_case", mode="before")
     @classmethod
     def _worst_case(cls, v):
-        from medrobust.evaluation.adversarial import PRESETS
-
         if isinstance(v, str):
             if v not in PRESETS:
                 raise ValueError(f"unknown preset {v!r}; presets: {', '.join(PRESETS)} (or a list of attacks)")
@@ -69,8 +70,6 @@ class EvalConfig(BaseModel):
         return [as_component(a) for a in v] if isinstance(v, list) else v
 
     def sequence(self) -> list[Component]:
-        from medrobust.evaluation.adversarial import PRESETS
-
         return list(PRESETS[self.worst_case]) if isinstance(self.worst_case, str) else list(self.worst_case)
 
     @field_validator("attacks", mode="before")
@@ -110,8 +109,6 @@ class EvalData:
 
 def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
     """A fixed, label-stratified subset of test indices (sorted), identical for every run."""
-    from medrobust.data.fractions import label_subset
-
     if size >= len(labels):
         return np.arange(len(labels))
     return np.sort(label_subset(labels, size / len(labels), seed=EVAL_SEED))
@@ -146,8 +143,8 @@ def _summary(logits: torch.Tensor, labels: np.ndarray, task: Task) -> dict[str, 
 
 
 def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Callable[[str], None] | None = None,
-             state_path: str | Path | None = None) -> dict:
-    """All metrics of one trained model, as a JSON-ready dict (see the report's record schema).
+             state_path: str | Path | None = None) -> ClassifierMetrics:
+    """All metrics of one trained model (the ``metrics`` of its :class:`medrobust.record.RunRecord`).
 
     ``state_path``: where the worst-case evaluation saves its progress, so an interrupted evaluation of
     the same weights resumes there.
@@ -166,11 +163,11 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     if model.uses_text:
         empty = _text_features(model, data.empty_tokens, bs)
         empty = empty.expand(len(data.test_images), *empty.shape[1:])
-        metrics["noreport"] = _summary(_predict(model, data.test_images, empty, bs), data.test_labels, task)
+        metrics["without_text"] = _summary(_predict(model, data.test_images, empty, bs), data.test_labels, task)
         with torch.no_grad():  # report only: the image dropped (missing modality)
             report_only = torch.cat([model(None, text_features=test_text[s : s + bs], missing="image")
                                      for s in range(0, len(test_text), bs)])
-        metrics["noimage"] = _summary(report_only, data.test_labels, task)
+        metrics["without_image"] = _summary(report_only, data.test_labels, task)
 
     note("attacks")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
@@ -183,32 +180,30 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
-    metrics["worst_case"] = {"sequence": [s.name for s in cfg.sequence()], "broke": broke}
+    metrics["worst_case_sequence"], metrics["worst_case_broke"] = [s.name for s in cfg.sequence()], broke
     if getattr(model, "randomized", False):  # what an attack that ignores the randomness would report
         blind = AttackTarget(adversarial.WithoutEOT(model), target.images, target.labels, task, target.text_feats, bs)
-        pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
+        pgd = adversarial.build_attack(adversarial.REFERENCE_PGD)
         ref = cfg.reference_epsilon
         metrics["attacks"]["pgd_without_eot"] = {eps_key(ref): float(blind.accuracy_under(
-            pgd, ref, torch.Generator().manual_seed(EVAL_SEED)).mean())}
+            pgd, to_pixels(ref), torch.Generator().manual_seed(EVAL_SEED)).mean())}
     clean_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
     attack_checks = _attack_checks(target, data, model, subset, clean_subset, per_attack, worst, cfg)
 
     if model.uses_text and cfg.report_attacks and data.test_texts is not None:
         note("report-side attacks")
-        from medrobust.evaluation.report_side import evaluate_report_attacks, monotone_in_budget
-
         texts = [data.test_texts[i] for i in subset]
-        metrics["report_attacks"], metrics["report_attack_examples"] = evaluate_report_attacks(
+        metrics["text_attacks"], metrics["text_attack_examples"] = evaluate_report_attacks(
             model, data.test_images[subset], data.test_tokens[subset], texts, data.test_labels[subset], task,
             data.tokenizer, cfg.report_attacks, bs, EVAL_SEED)
-        attack_checks.append(monotone_in_budget(metrics["report_attacks"], len(subset)))
+        attack_checks.append(monotone_in_budget(metrics["text_attacks"], len(subset)))
 
     note("corruptions")
     metrics["corruptions"] = _corruptions(model, data, test_text, cfg)
     metrics["checks"] = [checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel),
                          *attack_checks]
     metrics["n_adversarial"] = int(len(subset))
-    return metrics
+    return ClassifierMetrics.model_validate(metrics)
 
 
 def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subset: np.ndarray,
@@ -225,28 +220,27 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
         empty = empty.expand(n, *empty.shape[1:])
         large, note = AttackTarget(model, target.images, target.labels, target.task, empty, target.batch_size), \
             " (image pathway, report removed)"
-    pgd = adversarial.build_attack(Component(name="pgd", params={"steps": 10}))
-    big = large.accuracy_under(pgd, cfg.check_epsilon, torch.Generator().manual_seed(EVAL_SEED))
+    pgd = adversarial.build_attack(adversarial.REFERENCE_PGD)
+    big = large.accuracy_under(pgd, to_pixels(cfg.check_epsilon), torch.Generator().manual_seed(EVAL_SEED))
     free = None
     if model.uses_text and float(big.mean()) >= 0.05:  # can the image move these decisions at all?
-        square = adversarial.build_attack(Component(name="square", params={"n_queries": 100}))
-        free = float(large.accuracy_under(square, cfg.check_epsilon,
+        square = adversarial.build_attack(adversarial.CHECK_SQUARE)
+        free = float(large.accuracy_under(square, to_pixels(cfg.check_epsilon),
                                           torch.Generator().manual_seed(EVAL_SEED)).mean())
     out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note, free))
     out.append(checks.gradients_nonzero(adversarial.gradient_norms(target)))
     if ref in worst:
-        noise = adversarial.random_noise_accuracy(target, ref, EVAL_SEED)
+        noise = adversarial.random_noise_accuracy(target, to_pixels(ref), EVAL_SEED)
         out.append(checks.noise_weaker_than_attack(float(noise.mean()), float(worst[ref].mean()), ref, n))
     if "pgd" in per_attack and ref in per_attack["pgd"] and "apgd-ce" in registry.names("attack"):
         spec = next((s for s in cfg.sequence() if s.name == "apgd-ce"), Component(name="apgd-ce"))
-        apgd = target.accuracy_under(adversarial.build_attack(spec), ref, torch.Generator().manual_seed(EVAL_SEED))
+        apgd = target.accuracy_under(adversarial.build_attack(spec), to_pixels(ref),
+                                     torch.Generator().manual_seed(EVAL_SEED))
         out.append(checks.apgd_not_weaker_than_pgd(float(apgd.mean()), float(per_attack["pgd"][ref].mean()), ref, n))
     return out
 
 
 def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None, cfg: EvalConfig) -> dict:
-    from medrobust.corruptions.base import apply
-
     out: dict[str, dict[str, float]] = {}
     for name in cfg.corruptions:
         out[name] = {}

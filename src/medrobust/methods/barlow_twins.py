@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import gather_with_grad, rank
+from medrobust.engine.distributed import gather_with_grad
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.momentum import mlp
 from medrobust.registry import register
 
@@ -50,15 +51,13 @@ class BarlowTwins(nn.Module):
     """Barlow Twins pre-training of ``image_encoder``."""
 
     Params = BarlowTwinsParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("Barlow Twins", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: BarlowTwinsParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: BarlowTwinsParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or BarlowTwinsParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.projector = mlp(image_encoder.feature_dim, p.proj_hidden, p.proj_dim, layers=3)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.momentum import ema_update, frozen_copy, mlp
 from medrobust.registry import register
 
@@ -45,15 +45,13 @@ class BYOL(nn.Module):
     """BYOL pre-training of ``image_encoder`` (the online encoder, the one the study keeps)."""
 
     Params = BYOLParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("BYOL", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: BYOLParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: BYOLParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or BYOLParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.projector = mlp(image_encoder.feature_dim, p.proj_hidden, p.proj_dim)
         self.predictor = mlp(p.proj_dim, p.proj_hidden, p.proj_dim)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import gather_with_grad, rank
+from medrobust.engine.distributed import gather_with_grad
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.losses import clip_loss
 from medrobust.registry import register
 
@@ -31,13 +32,11 @@ class CLIP(nn.Module):
     """Image-report contrastive pre-training on all training pairs; fine-tuned like ``supervised-multimodal``."""
 
     Params = CLIPParams
-    kind = "self-supervised"
-    modalities = ("image", "text")
-    counterpart = "supervised-multimodal"
+    info = MethodInfo("CLIP", "self-supervised", ("image", "text"), counterpart="supervised-multimodal")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: CLIPParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: CLIPParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder, text_encoder = encoders.image, encoders.text
         if text_encoder is None:
             raise ValueError("clip needs a text encoder (image-report pairs)")
         self.params = params or CLIPParams()
@@ -45,7 +44,7 @@ class CLIP(nn.Module):
         self.image_proj = nn.Linear(image_encoder.feature_dim, self.params.embed_dim, bias=False)
         self.text_proj = nn.Linear(text_encoder.feature_dim, self.params.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / self.params.init_temperature)))
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image = random_view(batch["image"], self.params.views, self.generator)

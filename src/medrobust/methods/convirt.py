@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import gather_with_grad, rank
+from medrobust.engine.distributed import gather_with_grad
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.registry import register
 
 
@@ -60,19 +61,16 @@ class ConVIRTParams(BaseModel):
 class ConVIRT(nn.Module):
     """Image-report contrastive pre-training on all training pairs; fine-tuned like ``supervised-multimodal``.
 
-    Uses the encoders' pooled ``forward_features``; a ``fusion`` module, if passed, is not used
-    (``uses_fusion = False``).
+    Uses the encoders' pooled ``forward_features``; ``encoders.fusion``, if given, is not used
+    (``info.uses_fusion`` is False).
     """
 
     Params = ConVIRTParams
-    kind = "self-supervised"
-    modalities = ("image", "text")
-    counterpart = "supervised-multimodal"
-    uses_fusion = False
+    info = MethodInfo("ConVIRT", "self-supervised", ("image", "text"), counterpart="supervised-multimodal")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: ConVIRTParams | None = None, seed: int = 0, fusion: nn.Module | None = None):
+    def __init__(self, encoders: Encoders, params: ConVIRTParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder, text_encoder = encoders.image, encoders.text
         if text_encoder is None:
             raise ValueError("convirt needs a text encoder (image-report pairs)")
         self.params = params or ConVIRTParams()
@@ -80,7 +78,7 @@ class ConVIRT(nn.Module):
         self.image_encoder, self.text_encoder = image_encoder, text_encoder
         self.image_proj = projection(image_encoder.feature_dim, p.proj_hidden, p.embed_dim)
         self.text_proj = projection(text_encoder.feature_dim, p.proj_hidden, p.embed_dim)
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image = random_view(batch["image"], self.params.views, self.generator)  # [N, C, *spatial]

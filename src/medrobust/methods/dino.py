@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.momentum import all_reduce_mean, ema_update, frozen_copy
 from medrobust.registry import register
 
@@ -115,15 +115,13 @@ class DINO(nn.Module):
     """DINO pre-training of ``image_encoder`` (the student, the one the study keeps)."""
 
     Params = DINOParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("DINO", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: DINOParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: DINOParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or DINOParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.head = DINOHead(image_encoder.feature_dim, p.hidden, p.bottleneck, p.out_dim, p.head_bn)
         self.teacher_encoder, self.teacher_head = frozen_copy(image_encoder), frozen_copy(self.head)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.restoration import input_geometry
 from medrobust.registry import register
 
@@ -123,15 +123,13 @@ class Jigsaw(nn.Module):
     """Jigsaw-puzzle pre-training of ``image_encoder`` (shared across tiles)."""
 
     Params = JigsawParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("Jigsaw", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: JigsawParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: JigsawParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or JigsawParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         _, dims = input_geometry(image_encoder)
         self.n_tiles = p.grid ** dims

@@ -5,22 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medrobust.data.base import Task
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, task: Task, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for single-label tasks, binary cross-entropy per finding for multilabel.
-
-    Args:
-        logits: ``[N, K]``.
-        labels: ``int64 [N]`` class indices, or ``[N, K]`` in {0, 1} for multilabel.
-        reduction: ``"mean"`` or ``"none"`` (per-example ``[N]``; multilabel sums over findings).
-    """
-    if task.multilabel:
-        per = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").sum(dim=1)  # [N]
-    else:
-        per = F.cross_entropy(logits, labels, reduction="none")  # [N]
-    return per.mean() if reduction == "mean" else per
+from medrobust.task import task_loss  # noqa: F401 - re-exported: the one definition is in task.py
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.restoration import PixelDecoder, input_geometry
 from medrobust.registry import register
 
@@ -128,15 +128,13 @@ class MAE(nn.Module):
     """Masked image modelling pre-training of ``image_encoder`` (MAE on ViTs, SimMIM-style otherwise)."""
 
     Params = MAEParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("MAE", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: MAEParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: MAEParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or MAEParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         is_vit = all(hasattr(image_encoder, a) for a in ("patch_tokens", "pos", "cls", "blocks", "norm", "patch"))
         if p.variant == "mae" and not is_vit:

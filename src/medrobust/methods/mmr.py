@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from medrobust.data.tokenizer import CLS, MASK, PAD
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.masking import fill_masked, patch_mask_to_pixels, patchify, random_mask
 from medrobust.models.layers import InputNorm
 from medrobust.registry import register
@@ -93,19 +93,17 @@ class MMR(nn.Module):
     """
 
     Params = MMRParams
-    kind = "self-supervised"
-    modalities = ("image", "text")
-    counterpart = "supervised-multimodal"
-    uses_fusion = True
+    info = MethodInfo("MMR", "self-supervised", ("image", "text"), counterpart="supervised-multimodal",
+                      uses_fusion=True)
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: MMRParams | None = None, seed: int = 0, fusion: nn.Module | None = None):
+    def __init__(self, encoders: Encoders, params: MMRParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder, text_encoder, fusion = encoders.image, encoders.text, encoders.fusion
         name = self.registry_name
         if text_encoder is None:
             raise ValueError(f"{name} needs a text encoder (image-report pairs)")
         if fusion is None:
-            raise ValueError(f"{name} needs a fusion module (fusion=Fusion(image_dim, text_dim, params))")
+            raise ValueError(f"{name} needs a fusion module (Encoders(image, text, fusion=Fusion(...)))")
         if not hasattr(image_encoder, "forward_tokens"):
             raise ValueError(f"{name} needs an image encoder with forward_tokens(); "
                              f"{type(image_encoder).__name__} has none")
@@ -117,7 +115,7 @@ class MMR(nn.Module):
         self.patch_pixels = _in_channels(image_encoder) * self.params.patch_size ** 2  # C * ps * ps
         self.decoder = MIMDecoder(fusion.feature_dim, self.patch_pixels)
         self.mlm_head = nn.Linear(fusion.feature_dim, text_encoder.token.num_embeddings)
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
 
     # --- pieces shared with robust-mmr -------------------------------------------------------------
     def check_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

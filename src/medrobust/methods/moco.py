@@ -33,6 +33,7 @@ from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
 from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.momentum import ema_update, frozen_copy, gather_no_grad, mlp
 from medrobust.methods.simclr import projector
 from medrobust.registry import register
@@ -133,15 +134,13 @@ class MoCoV2(nn.Module):
     """MoCo v2: query encoder + MLP head against a momentum key encoder and a queue of negatives."""
 
     Params = MoCoV2Params
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("MoCo v2", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: MoCoV2Params | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: MoCoV2Params | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or MoCoV2Params()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.head = (mlp(image_encoder.feature_dim, p.proj_hidden, p.proj_dim, last_bn=True) if p.head_bn
                      else projector(image_encoder.feature_dim, p.proj_hidden, p.proj_dim))
@@ -197,15 +196,13 @@ class MoCoV3(nn.Module):
     """MoCo v3: encoder + 3-layer projector + 2-layer predictor; keys from a momentum encoder + projector."""
 
     Params = MoCoV3Params
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("MoCo v3", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: MoCoV3Params | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: MoCoV3Params | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or MoCoV3Params()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.projector = mlp(image_encoder.feature_dim, p.proj_hidden, p.proj_dim, layers=3, last_bn=True)
         self.predictor = mlp(p.proj_dim, p.proj_hidden, p.proj_dim, layers=2)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from medrobust import registry
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, info_of, method_generator
 from medrobust.registry import register
 
 
@@ -43,8 +43,9 @@ class TaskSpec(BaseModel):
             cls = registry.get("method", self.name)
         except registry.RegistryError as exc:
             raise ValueError(str(exc)) from None
-        if cls.kind != "self-supervised" or "text" in cls.modalities:
-            raise ValueError(f"task {self.name!r} is a {cls.kind} method with modalities {cls.modalities}; "
+        info = info_of(cls)
+        if not info.self_supervised or info.uses_text:
+            raise ValueError(f"task {self.name!r} is a {info.role} method with modalities {info.modalities}; "
                              "multi combines image-only self-supervised methods")
         try:
             cls.Params.model_validate(self.params)
@@ -79,21 +80,19 @@ class Multi(nn.Module):
     """Weighted multi-task self-supervised pre-training of one shared ``image_encoder``."""
 
     Params = MultiParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("Multi-task", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: MultiParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: MultiParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or MultiParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.weights = {t.name: t.weight for t in p.tasks}
         self.tasks = nn.ModuleDict()
         for spec in p.tasks:
             cls = registry.get("method", spec.name)
-            task = cls(image_encoder, None, cls.Params.model_validate(spec.params), seed=seed)
+            task = cls(Encoders(image_encoder), cls.Params.model_validate(spec.params), seed=seed)
             if hasattr(task, "generator"):
                 task.generator = self.generator
             self.tasks[spec.name] = task

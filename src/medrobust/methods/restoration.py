@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.models.layers import conv
 from medrobust.registry import register
 
@@ -216,15 +216,13 @@ class Restoration(nn.Module):
     """Models-Genesis-style context restoration pre-training of ``image_encoder``."""
 
     Params = RestorationParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("Restoration (Models Genesis)", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: RestorationParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: RestorationParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or RestorationParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         channels, dims = input_geometry(image_encoder)
         self.decoder = PixelDecoder(image_encoder.feature_dim, channels, dims, p.decoder_width)

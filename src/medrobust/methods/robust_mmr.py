@@ -32,6 +32,7 @@ from medrobust.corruptions.intensity import bias_field_log
 from medrobust.data.tokenizer import PAD
 from medrobust.data.views import ViewParams, random_view
 from medrobust.engine.distributed import gather_with_grad
+from medrobust.methods.contract import Encoders, MethodInfo
 from medrobust.methods.masking import patch_mask_to_pixels, patchify, saliency_mask
 from medrobust.methods.mmr import MMR, MMRParams, maskable_tokens
 from medrobust.registry import register
@@ -102,13 +103,14 @@ class RobustMMR(MMR):
     ``site_accuracy`` (not in the loss), ``resilience``)."""
 
     Params = RobustMMRParams
+    info = MethodInfo("Robust-MMR", "self-supervised", ("image", "text"), counterpart="supervised-multimodal",
+                      uses_fusion=True)
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: RobustMMRParams | None = None, seed: int = 0, fusion: nn.Module | None = None):
-        super().__init__(image_encoder, text_encoder, params, seed, fusion)
+    def __init__(self, encoders: Encoders, params: RobustMMRParams | None = None, seed: int = 0):
+        super().__init__(encoders, params, seed)
         p: RobustMMRParams = self.params
         if p.site_weight > 0:  # only built when used: unused parameters would break DDP
-            dim = fusion.feature_dim
+            dim = self.fusion.feature_dim
             self.site_head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, p.n_sites))
 
     def input_gradients(self, x: torch.Tensor, tokens: torch.Tensor

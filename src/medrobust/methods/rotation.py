@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.registry import register
 
 N_ROTATIONS = 4
@@ -45,15 +45,13 @@ class Rotation(nn.Module):
     """RotNet pre-training of ``image_encoder``: 4-way rotation classification."""
 
     Params = RotationParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("Rotation", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: RotationParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: RotationParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = params or RotationParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.head = nn.Linear(image_encoder.feature_dim, N_ROTATIONS)
 

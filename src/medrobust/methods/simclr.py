@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import gather_with_grad, rank
+from medrobust.engine.distributed import gather_with_grad
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.losses import nt_xent
 from medrobust.registry import register
 
@@ -33,17 +34,15 @@ class SimCLR(nn.Module):
     """Image self-supervised pre-training on all training images; fine-tuned like ``supervised``."""
 
     Params = SimCLRParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("SimCLR", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: SimCLRParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: SimCLRParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = params or SimCLRParams()
         self.image_encoder = image_encoder
         self.projector = projector(image_encoder.feature_dim, self.params.proj_hidden, self.params.proj_dim)
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["image"]  # [N, C, *spatial] in [0, 1]

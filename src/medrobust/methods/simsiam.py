@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import rank
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.momentum import mlp
 from medrobust.registry import register
 
@@ -42,15 +42,13 @@ class SimSiam(nn.Module):
     """SimSiam pre-training of ``image_encoder``."""
 
     Params = SimSiamParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("SimSiam", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: SimSiamParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: SimSiamParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or SimSiamParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.projector = mlp(image_encoder.feature_dim, p.proj_hidden, p.proj_dim, layers=3, last_bn=True)
         self.predictor = mlp(p.proj_dim, p.pred_hidden, p.proj_dim, layers=2)

@@ -2,7 +2,7 @@
 
 ``supervised`` trains an image classifier; ``supervised-multimodal`` an image+report classifier on the
 labeled image-report pairs. The same objective fine-tunes the self-supervised arms (each names its
-``counterpart``), so a pre-trained arm and its baseline differ only in the initialisation.
+``info.counterpart``), so a pre-trained arm and its baseline differ only in the initialisation.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from medrobust.data.base import Task
+from medrobust.methods.contract import MethodInfo
 from medrobust.methods.losses import task_loss
 from medrobust.models.heads import Classifier
 from medrobust.registry import register
@@ -26,9 +27,7 @@ class Supervised(nn.Module):
     """Empirical risk minimisation of the task loss on labeled images."""
 
     Params = SupervisedParams
-    kind = "supervised"
-    modalities: tuple[str, ...] = ("image",)
-    counterpart = None
+    info = MethodInfo("Supervised", "supervised")
 
     def __init__(self, model: Classifier, task: Task, params: SupervisedParams | None = None):
         super().__init__()
@@ -44,4 +43,4 @@ class Supervised(nn.Module):
 class SupervisedMultimodal(Supervised):
     """Supervised training of an image+report classifier on the labeled pairs only."""
 
-    modalities = ("image", "text")
+    info = MethodInfo("Supervised (image+report)", "supervised", ("image", "text"))

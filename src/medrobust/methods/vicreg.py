@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
-from medrobust.engine.distributed import gather_with_grad, rank
+from medrobust.engine.distributed import gather_with_grad
+from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.momentum import mlp
 from medrobust.registry import register
 
@@ -62,15 +63,13 @@ class VICReg(nn.Module):
     """VICReg pre-training of ``image_encoder``."""
 
     Params = VICRegParams
-    kind = "self-supervised"
-    modalities = ("image",)
-    counterpart = "supervised"
+    info = MethodInfo("VICReg", "self-supervised", counterpart="supervised")
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module | None = None,
-                 params: VICRegParams | None = None, seed: int = 0):
+    def __init__(self, encoders: Encoders, params: VICRegParams | None = None, seed: int = 0):
         super().__init__()
+        image_encoder = encoders.image
         self.params = p = params or VICRegParams()
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank())
+        self.generator = method_generator(seed)
         self.image_encoder = image_encoder
         self.projector = mlp(image_encoder.feature_dim, p.proj_hidden, p.proj_dim, layers=3)
 

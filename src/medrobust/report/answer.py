@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
 from medrobust.report.stats import BETTER, TOO_FEW, UNCLEAR, WORSE, fmt_ci, fmt_diff, fmt_eps, fmt_fraction, fmt_value
 
@@ -22,22 +23,18 @@ TASKS = ("vqa_acc", "vqa_adv", "r10", "r10_adv")
 ROBUSTNESS = {"worst_ref": "adversarial", "corr_mean": "corruptions", "holdout_acc": "site shift"}
 NEAR_ZERO = 0.05
 
-_PRETTY = {"simclr": "SimCLR", "clip": "CLIP", "moco": "MoCo", "mocov2": "MoCo v2", "mocov3": "MoCo v3",
-           "byol": "BYOL", "simsiam": "SimSiam", "dino": "DINO", "barlow": "Barlow Twins",
-           "barlow-twins": "Barlow Twins", "vicreg": "VICReg", "mae": "MAE", "convirt": "ConVIRT",
-           "mmr": "MMR", "robust-mmr": "Robust-MMR"}
+def pretty(records: list[RunRecord], arm: str) -> str:
+    """Human name of an arm: the method's display name (``simclr`` → ``SimCLR``, carried by the record) for an
+    arm that is the plain method, else the arm's label (``robust-mmr(domain_weight=0)``, ``simclr [linear]``)."""
+    r = next((r for r in records if r.arm == arm), None)
+    return r.display_name if r is not None and r.arm == r.method else arm
 
 
-def pretty(method: str) -> str:
-    """Human name of a method (``simclr`` → ``SimCLR``); unknown names are returned unchanged."""
-    return _PRETTY.get(method, method)
+def _multimodal(records: list[RunRecord], arm: str) -> bool:
+    return any(r.arm == arm and r.uses_text for r in records)
 
 
-def _multimodal(records: list[dict], method: str) -> bool:
-    return any(r.get("method") == method and "text" in (r.get("modalities") or []) for r in records)
-
-
-def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
+def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> list[dict]:
     """Paired comparisons of every self-supervised arm with its counterpart: the supervised arm with the same
     inputs, or for an ablation arm (e.g. ``robust-mmr(domain_weight=0)``) the full arm (``ablation`` True).
 
@@ -51,19 +48,19 @@ def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
         fields (``mean_diff``, ``ci_low``, ``ci_high``, ``p``, ``n``, ``mean_a`` = arm, ``mean_b`` =
         counterpart) and ``verdict``.
     """
-    setup = setup or {}
+    setup = setup or StudyFacts()
     ms = tables.metrics(tables.reference_eps(records, setup))
     out = []
     for arm in tables.method_order(records, setup):
-        arm_recs = [r for r in records if r.get("method") == arm]
+        arm_recs = [r for r in records if r.arm == arm]
         base = tables.ablation_base(records, arm)
-        cp = base or next((r.get("counterpart") for r in arm_recs if r.get("counterpart")), None)
-        if cp is None or all(r.get("kind") == "supervised" for r in arm_recs) or any(r.get("defense") for r in arm_recs):
+        cp = base or next((r.counterpart for r in arm_recs if r.counterpart), None)
+        if cp is None or not any(r.self_supervised for r in arm_recs) or any(r.defense for r in arm_recs):
             continue  # defended arms are compared with their undefended arm (defense_comparisons)
         for f in tables.fraction_order(records):
-            a_by_seed = {r.get("seed"): r for r in tables.runs(records, arm, f)}
-            b_by_seed = {r.get("seed"): r for r in tables.runs(records, cp, f)}
-            seeds = sorted((s for s in a_by_seed if s in b_by_seed), key=stats._num)
+            a_by_seed = {r.seed: r for r in tables.runs(records, arm, f)}
+            b_by_seed = {r.seed: r for r in tables.runs(records, cp, f)}
+            seeds = sorted(s for s in a_by_seed if s in b_by_seed)
             if not seeds:
                 continue
             for name in COMPARED:
@@ -80,20 +77,20 @@ def comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
     return out
 
 
-def defense_comparisons(records: list[dict], setup: dict | None = None) -> list[dict]:
+def defense_comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> list[dict]:
     """Each defended arm vs its undefended arm, paired by seed: worst-case accuracy and clean accuracy."""
-    setup = setup or {}
+    setup = setup or StudyFacts()
     ms = tables.metrics(tables.reference_eps(records, setup))
     out = []
     for arm in tables.method_order(records, setup):
-        recs = [r for r in records if r.get("method") == arm and r.get("defense")]
+        recs = [r for r in records if r.arm == arm and r.defense]
         if not recs:
             continue
-        base = recs[0].get("undefended")
+        base = recs[0].undefended
         for f in tables.fraction_order(records):
-            a = {r.get("seed"): r for r in tables.runs(records, arm, f)}
-            b = {r.get("seed"): r for r in tables.runs(records, base, f) if not r.get("defense")}
-            seeds = sorted((s for s in a if s in b), key=stats._num)
+            a = {r.seed: r for r in tables.runs(records, arm, f)}
+            b = {r.seed: r for r in tables.runs(records, base, f) if not r.defense}
+            seeds = sorted(s for s in a if s in b)
             if not seeds:
                 continue
             for name in ("worst_ref", "clean_acc"):
@@ -105,7 +102,7 @@ def defense_comparisons(records: list[dict], setup: dict | None = None) -> list[
     return out
 
 
-def _defense_line(records: list[dict], setup: dict) -> str:
+def _defense_line(records: list[RunRecord], setup: StudyFacts) -> str:
     """Which defense helps, by how much, at what clean cost (paired with the undefended arm)."""
     comps = defense_comparisons(records, setup)
     if not comps:
@@ -126,7 +123,7 @@ def _defense_line(records: list[dict], setup: dict) -> str:
     return head + "; ".join(parts) + "." + tail
 
 
-def _tasks_line(comps: list[dict]) -> str:
+def _tasks_line(records: list[RunRecord], comps: list[dict]) -> str:
     """The retrieval / VQA comparisons of the pre-trained image+report arms with their supervised counterpart:
     how many, and the clear ones with their numbers."""
     mine = [c for c in comps if c["metric"] in TASKS and not c["ablation"]]
@@ -140,7 +137,7 @@ def _tasks_line(comps: list[dict]) -> str:
         return head + " — too few seeds to tell."
     if not clear:
         return head + " — pre-training made no clear difference to retrieval R@10 or VQA accuracy, clean or attacked."
-    parts = [f"{pretty(c['arm'])} at {fmt_fraction(c['fraction'])} labels, {c['label']}: **{c['verdict']}** "
+    parts = [f"{pretty(records, c['arm'])} at {fmt_fraction(c['fraction'])} labels, {c['label']}: **{c['verdict']}** "
              f"({fmt_value(c['mean_b'])}% → {fmt_value(c['mean_a'])}%, {_numbers(c)})" for c in clear]
     return head + ": " + "; ".join(parts) + "."
 
@@ -191,10 +188,10 @@ def _clean_explains(by_metric: dict) -> str:
     return f", not only clean accuracy (robustness gap clean − worst-case {change}: {nums})"
 
 
-def _near_zero_line(records: list[dict], setup: dict) -> str:
+def _near_zero_line(records: list[RunRecord], setup: StudyFacts) -> str:
     """Say so when every arm is below 5% worst-case accuracy at the largest ε."""
     grid = tables.eps_order(records, setup)
-    if not grid or stats._num(grid[-1]) <= 0:
+    if not grid or stats.num(grid[-1]) <= 0:
         return ""
     top = grid[-1]
     means = [tables.summary(records, m, f, lambda r: tables.attack_acc(r, "worst", top))[0]
@@ -206,7 +203,7 @@ def _near_zero_line(records: list[dict], setup: dict) -> str:
             f"(highest mean {fmt_value(max(means))}%): none is adversarially robust without a defense.")
 
 
-def _report_reliance_line(records: list[dict], setup: dict) -> str:
+def _report_reliance_line(records: list[RunRecord], setup: StudyFacts) -> str:
     """For image+report arms: image attacks leave the report clean, so say how much they lean on it."""
     parts = []
     for m in tables.method_order(records, setup):
@@ -214,7 +211,7 @@ def _report_reliance_line(records: list[dict], setup: dict) -> str:
             continue
         for f in tables.fraction_order(records):
             with_report = tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))[0]
-            without = tables.summary(records, m, f, lambda r: tables.acc(r, "noreport"))[0]
+            without = tables.summary(records, m, f, lambda r: tables.acc(r, "without_text"))[0]
             if math.isfinite(with_report) and math.isfinite(without):
                 parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(with_report)}% → {fmt_value(without)}%")
     if not parts:
@@ -223,17 +220,16 @@ def _report_reliance_line(records: list[dict], setup: dict) -> str:
             "with → without the report: " + "; ".join(parts) + "." + _report_attack_line(records, setup))
 
 
-def _report_attack_line(records: list[dict], setup: dict) -> str:
+def _report_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:
     """The strongest budget of each report-side/joint attack, per image+report arm and label fraction."""
-    names = list(dict.fromkeys(a for r in records for a in ((r.get("metrics") or {}).get("report_attacks") or {})))
+    names = list(dict.fromkeys(a for r in records for a in r.metrics.text_attacks))
     sentences = []
     for name in names:
-        budgets = list(dict.fromkeys(b for r in records for b in r["metrics"].get("report_attacks", {}).get(name, {})))
+        budgets = list(dict.fromkeys(b for r in records for b in r.metrics.text_attacks.get(name, {})))
         top, parts = budgets[-1], []
         for m in tables.method_order(records, setup):
             for f in tables.fraction_order(records):
-                mean = tables.summary(records, m, f, lambda r: stats._num(
-                    ((r.get("metrics") or {}).get("report_attacks") or {}).get(name, {}).get(top)))[0]
+                mean = tables.summary(records, m, f, lambda r: tables.text_attack_acc(r, name, top))[0]
                 if math.isfinite(mean):
                     parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(mean)}%")
         if parts:
@@ -244,7 +240,7 @@ def _report_attack_line(records: list[dict], setup: dict) -> str:
             + ". The report is an attack surface too: see the report-side tables.")
 
 
-def _checks_line(records: list[dict]) -> str:
+def _checks_line(records: list[RunRecord]) -> str:
     failed = tables.failed_checks(records)
     if not failed:
         return ""
@@ -255,7 +251,7 @@ def _checks_line(records: list[dict]) -> str:
             f"of those runs may be unreliable — see the warnings and the self-check table.")
 
 
-def answer(records: list[dict], setup: dict | None = None) -> str:
+def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
     """Plain-words Markdown answer: does self-supervised pre-training make models more robust?
 
     Args:
@@ -267,7 +263,7 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
         the verdict, mean difference (pp), 95% CI and number of seeds for adversarial robustness (worst
         case at the reference ε), corruptions and site shift, and caveats.
     """
-    setup = setup or {}
+    setup = setup or StudyFacts()
     comps = comparisons(records, setup)
     ref = tables.reference_eps(records, setup)
     robust = [c for c in comps if c["metric"] in ROBUSTNESS and not c["ablation"]]
@@ -301,10 +297,10 @@ def answer(records: list[dict], setup: dict | None = None) -> str:
             for k in ROBUSTNESS:
                 if k in mine:
                     parts.append(_sentence(mine[k]) + (_clean_explains(mine) if k == "worst_ref" else ""))
-            cp = pretty(next(iter(mine.values()))["counterpart"])
-            head = f"At {fmt_fraction(f)} labels, {pretty(arm)} pre-training vs {cp}"
+            cp = pretty(records, next(iter(mine.values()))["counterpart"])
+            head = f"At {fmt_fraction(f)} labels, {pretty(records, arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_tasks_line(comps), _ablation_line(comps), _defense_line(records, setup),
+    extra = [x for x in (_tasks_line(records, comps), _ablation_line(comps), _defense_line(records, setup),
                          _report_reliance_line(records, setup), _near_zero_line(records, setup), _checks_line(records))
              if x]
     for paragraph in extra:  # a blank line between: each its own paragraph in Markdown and HTML

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import math
 
+from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats
 from medrobust.report.stats import fmt_cell, fmt_fraction
-from medrobust.report.tables import Table, _get, acc, corruption_acc, fraction_order, method_order, summary
+from medrobust.report.tables import Table, acc, attack_acc, corruption_acc, fraction_order, method_order, summary
 
 
-def _pair(records: list[dict], r: dict) -> dict | None:
-    for o in records:
-        if o.get("method") == r.get("undefended") and o.get("fraction") == r.get("fraction") \
-                and o.get("seed") == r.get("seed") and not o.get("defense"):
-            return o
-    return None
+def _pair(records: list[RunRecord], r: RunRecord) -> RunRecord | None:
+    return next((o for o in records if o.arm == r.undefended and o.fraction == r.fraction and o.seed == r.seed
+                 and not o.defense), None)
 
 
 def _ratio(records, r, key_fn) -> float:
@@ -31,48 +29,44 @@ def _ratio(records, r, key_fn) -> float:
     return a / b if b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
 
 
-def _time(r: dict, *keys: str) -> float:
-    t = r.get("timing") or {}
-    vals = [stats._num(t.get(k)) for k in keys]
-    return float(sum(v for v in vals if math.isfinite(v))) if any(math.isfinite(v) for v in vals) else math.nan
-
-
-def _checks(rs: list[dict]) -> str:
-    all_checks = [c for r in rs for c in (_get(r, "metrics", "checks") or []) if isinstance(c, dict)]
+def _checks(rs: list[RunRecord]) -> str:
+    all_checks = [c for r in rs for c in r.metrics.checks]
     if not all_checks:
         return stats.MISSING
-    failed = sorted({c.get("name", "?") for c in all_checks if not c.get("passed", True)})
+    failed = sorted({c.name for c in all_checks if not c.passed})
     return "✅ all passed" if not failed else "❌ " + ", ".join(failed)
 
 
-def defense_tables(records: list[dict], setup: dict, ref: str | None) -> list[Table]:
+def _clean_change(records: list[RunRecord], r: RunRecord) -> float:
+    base = _pair(records, r)
+    return acc(r, "clean") - acc(base, "clean") if r.defense and base is not None else math.nan
+
+
+def defense_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None) -> list[Table]:
     """One table per label fraction listing defended arms and their undefended arms."""
-    defended = [r for r in records if r.get("defense")]
+    defended = [r for r in records if r.defense]
     if not defended:
         return []
-    shown = set(r.get("method") for r in defended) | set(r.get("undefended") for r in defended)
+    shown = {r.arm for r in defended} | {r.undefended for r in defended}
     out = []
     for f in fraction_order(defended):
         cols = [("clean", lambda r: acc(r, "clean"), "pct"),
-                ("Δ clean vs undefended (pp)", lambda r: acc(r, "clean") - acc(_pair(records, r) or {}, "clean")
-                 if r.get("defense") else math.nan, "pct")]
+                ("Δ clean vs undefended (pp)", lambda r: _clean_change(records, r), "pct")]
         if ref is not None:
-            cols += [(f"worst case ε={ref}/255", lambda r: stats._num(_get(r, "metrics", "attacks", "worst", ref)), "pct"),
-                     (f"PGD ε={ref}/255 (EOT if randomised)",
-                      lambda r: stats._num(_get(r, "metrics", "attacks", "pgd", ref)), "pct"),
-                     (f"PGD ε={ref}/255 without EOT",
-                      lambda r: stats._num(_get(r, "metrics", "attacks", "pgd_without_eot", ref)), "pct")]
+            cols += [(f"worst case ε={ref}/255", lambda r: attack_acc(r, "worst", ref), "pct"),
+                     (f"PGD ε={ref}/255 (EOT if randomised)", lambda r: attack_acc(r, "pgd", ref), "pct"),
+                     (f"PGD ε={ref}/255 without EOT", lambda r: attack_acc(r, "pgd_without_eot", ref), "pct")]
         cols += [("mean corruption", lambda r: corruption_acc(r), "pct"),
                  ("held-out site", lambda r: acc(r, "holdout"), "pct"),
-                 ("training time ×", lambda r: _ratio(records, r, lambda x: _time(x, "finetune_s", "defense_s"))
-                  if r.get("defense") else math.nan, "x"),
-                 ("inference time ×", lambda r: _ratio(records, r, lambda x: _time(x, "inference_s"))
-                  if r.get("defense") else math.nan, "x")]
+                 ("training time ×", lambda r: _ratio(records, r, lambda x: x.timing.finetune_s + x.timing.defense_s)
+                  if r.defense else math.nan, "x"),
+                 ("inference time ×", lambda r: _ratio(records, r, lambda x: x.timing.inference_s)
+                  if r.defense else math.nan, "x")]
         rows = []
         for m in method_order(records, setup):
             if m not in shown:
                 continue
-            rs = [r for r in records if r.get("method") == m and r.get("fraction") == f]
+            rs = [r for r in records if r.arm == m and r.fraction == f]
             if not rs:
                 continue
             cells = [fmt_cell(*summary(records, m, f, get), unit=unit) for _, get, unit in cols]
@@ -82,4 +76,3 @@ def defense_tables(records: list[dict], setup: dict, ref: str | None) -> list[Ta
                          f"{fmt_fraction(f)} labels", ["arm"] + [cols[i][0] for i in keep] + ["self-checks"],
                          [[row[0]] + [row[i + 1] for i in keep] + [row[-1]] for row in rows]))
     return out
-

@@ -7,35 +7,37 @@ retrieval: R@1 (%) and the mean rank of the match (lower is better), both direct
 
 from __future__ import annotations
 
+from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats
 from medrobust.report.stats import fmt_cell, fmt_fraction
-from medrobust.report.tables import Table, _get, acc, corruption_acc, fraction_order, method_order, summary
+from medrobust.report.tables import (Table, acc, condition_label, corruption_acc, fraction_order, mean_rank,
+                                     method_order, recall, summary, text_attack_acc, vqa_acc)
 
 DIRECTIONS = (("image_to_report", "image→report"), ("report_to_image", "report→image"))
+TEXT_ATTACK_LABELS = {"report-word-substitution": "adversarial report ({} words)",
+                      "report-embedding-pgd": "adversarial report embedding ({})",
+                      "joint-image-report": "joint image+report ({})"}
 
 
-def _multimodal(records: list[dict]) -> list[dict]:
-    return [r for r in records if "text" in (r.get("modalities") or [])]
+def _multimodal(records: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if r.uses_text]
 
 
-def _classification_columns(records: list[dict], ref: str | None) -> list[tuple[str, object]]:
+def _classification_columns(records: list[RunRecord], ref: str | None) -> list[tuple[str, object]]:
     cols: list[tuple[str, object]] = [
         ("clean", lambda r: acc(r, "clean")),
         ("corrupted image (mean)", lambda r: corruption_acc(r)),
         ("held-out site", lambda r: acc(r, "holdout")),
-        ("image only (report removed)", lambda r: acc(r, "noreport")),
-        ("report only (image missing)", lambda r: acc(r, "noimage")),
+        ("image only (report removed)", lambda r: acc(r, "without_text")),
+        ("report only (image missing)", lambda r: acc(r, "without_image")),
     ]
     if ref is not None:
         cols.append((f"adversarial image (worst case, ε={ref}/255)",
-                     lambda r: stats._num(_get(r, "metrics", "attacks", "worst", ref))))
-    for name in dict.fromkeys(a for r in records for a in (_get(r, "metrics", "report_attacks") or {})):
-        budgets = list(dict.fromkeys(b for r in records for b in (_get(r, "metrics", "report_attacks", name) or {})))
-        top = budgets[-1]
-        label = {"report-word-substitution": f"adversarial report ({top} words)",
-                 "report-embedding-pgd": f"adversarial report embedding ({top})",
-                 "joint-image-report": f"joint image+report ({top})"}.get(name, f"{name} ({top})")
-        cols.append((label, lambda r, n=name, b=top: stats._num(_get(r, "metrics", "report_attacks", n, b))))
+                     lambda r: stats.num(r.metrics.attacks.get("worst", {}).get(ref))))
+    for name in dict.fromkeys(a for r in records for a in r.metrics.text_attacks):
+        top = list(dict.fromkeys(b for r in records for b in r.metrics.text_attacks.get(name, {})))[-1]
+        label = TEXT_ATTACK_LABELS.get(name, name + " ({})").format(top)
+        cols.append((label, lambda r, n=name, b=top: text_attack_acc(r, n, b)))
     return cols
 
 
@@ -52,15 +54,17 @@ def _table(records, setup, fraction, title, columns) -> Table | None:
     return Table(title, ["arm"] + [columns[i][0] for i in keep], [[row[0]] + [row[i + 1] for i in keep] for row in rows])
 
 
-def _conditions(records: list[dict], task: str) -> list[str]:
-    return list(dict.fromkeys(c for r in records for c in (_get(r, "multimodal", task) or {})
-                              if isinstance(_get(r, "multimodal", task, c), dict)))
+def _conditions(records: list[RunRecord], task: str) -> list[tuple[str, str]]:
+    """``(condition id, display label)`` of every condition measured for ``task``, in the order evaluated."""
+    seen = dict.fromkeys(c for r in records if r.tasks is not None for c in (getattr(r.tasks, task) or {}))
+    tasks = next((r.tasks for r in records if r.tasks is not None), None)
+    return [(c, condition_label(c, tasks)) for c in seen]
 
 
-def _chance(records: list[dict]) -> tuple[str, str]:
+def _chance(records: list[RunRecord]) -> tuple[str, str]:
     """Title notes with what random ranking scores, when every run ranked the same number of candidates."""
-    sizes = {_get(r, "multimodal", "retrieval", "clean", key, "n") for r in records for key, _ in DIRECTIONS}
-    sizes.discard(None)
+    sizes = {getattr(r.tasks.retrieval["clean"], key).n for r in records
+             if r.tasks is not None and r.tasks.retrieval and "clean" in r.tasks.retrieval for key, _ in DIRECTIONS}
     if len(sizes) != 1:
         return "", ""
     n = int(sizes.pop())
@@ -68,7 +72,7 @@ def _chance(records: list[dict]) -> tuple[str, str]:
             f"; among {n} candidates, chance is {(n + 1) / 2:g}")
 
 
-def multimodal_tables(records: list[dict], setup: dict, ref: str | None) -> list[Table]:
+def multimodal_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None) -> list[Table]:
     """Classification, retrieval and VQA tables for the image+report arms (empty without such arms)."""
     mm = _multimodal(records)
     out: list[Table] = []
@@ -79,18 +83,14 @@ def multimodal_tables(records: list[dict], setup: dict, ref: str | None) -> list
         conds = _conditions(mm, "retrieval")
         chance_r1, chance_rank = _chance(mm)
         for key, name in DIRECTIONS:
-            cols = [(c, lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "R@1")))
-                    for c in conds]
+            cols = [(label, lambda r, c=c, k=key: recall(r, c, k, 1)) for c, label in conds]
             out.append(_table(mm, setup, f, f"Retrieval {name}: R@1 (%) per condition{chance_r1} — {lab} labels", cols))
-            cols = [(c, lambda r, c=c, k=key: stats._num(_get(r, "multimodal", "retrieval", c, k, "mean_rank")), "s")
-                    for c in conds]
+            cols = [(label, lambda r, c=c, k=key: mean_rank(r, c, k), "s") for c, label in conds]
             out.append(_table(mm, setup, f, f"Retrieval {name}: mean rank of the match per condition (lower is "
                                             f"better; the rise over clean is the degradation{chance_rank}) — {lab} "
                                             "labels", cols))
         conds = _conditions(mm, "vqa")
-        cols = [(c, lambda r, c=c: stats._num(_get(r, "multimodal", "vqa", c, "overall", "accuracy"))) for c in conds]
-        cols += [(f"clean {t}", lambda r, t=t: stats._num(_get(r, "multimodal", "vqa", "clean", "answer_type", t,
-                                                         "accuracy"))) for t in ("CLOSED", "OPEN")]
+        cols = [(label, lambda r, c=c: vqa_acc(r, c)) for c, label in conds]
+        cols += [(f"clean {t}", lambda r, t=t: vqa_acc(r, "clean", t)) for t in ("CLOSED", "OPEN")]
         out.append(_table(mm, setup, f, f"VQA accuracy (%) per condition (closed-set answers) — {lab} labels", cols))
     return [t for t in out if t is not None]
-

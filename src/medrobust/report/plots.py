@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from medrobust.fileio import atomic_write
+from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
 from medrobust.report.stats import fmt_eps, fmt_fraction
 
@@ -91,7 +92,7 @@ def _line(ax, x, stats_list, color, label, marker="o"):
         ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
 
 
-def robust_vs_eps(records: list[dict], setup: dict, path: Path) -> Path | None:
+def robust_vs_eps(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
     """Worst-case robust accuracy vs ε (ε=0 included), a line per method, a panel per label fraction."""
     grid = tables.eps_order(records, setup, "worst")
     fracs = tables.fraction_order(records)
@@ -115,11 +116,10 @@ def robust_vs_eps(records: list[dict], setup: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def corruption_severity(records: list[dict], setup: dict, path: Path) -> Path | None:
+def corruption_severity(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
     """Mean accuracy over corruptions vs severity (0 = clean), a line per method, a panel per fraction."""
-    sevs = sorted({int(stats._num(s)) for r in records
-                   for per in (r.get("metrics", {}).get("corruptions") or {}).values() if isinstance(per, dict)
-                   for s in per if math.isfinite(stats._num(s))})
+    sevs = sorted({int(stats.num(s)) for r in records for per in r.metrics.corruptions.values()
+                   for s in per if math.isfinite(stats.num(s))})
     fracs = tables.fraction_order(records)
     if not sevs or not fracs:
         return None
@@ -142,7 +142,7 @@ def corruption_severity(records: list[dict], setup: dict, path: Path) -> Path | 
     return _save(fig, path)
 
 
-def site_shift(records: list[dict], setup: dict, path: Path) -> Path | None:
+def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
     """Grouped bars: in-site (solid) vs held-out-site (hatched) accuracy per method, a panel per fraction."""
     if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
         return None
@@ -150,9 +150,9 @@ def site_shift(records: list[dict], setup: dict, path: Path) -> Path | None:
 
     fracs = tables.fraction_order(records)
     methods = [m for m in tables.method_order(records, setup)
-               if any(r.get("method") == m and math.isfinite(tables.acc(r, "holdout")) for r in records)]
+               if any(r.arm == m and math.isfinite(tables.acc(r, "holdout")) for r in records)]
     colors = method_colors(tables.method_order(records, setup))
-    held = ", ".join(setup.get("holdout_sites") or []) or "held-out"
+    held = ", ".join(setup.holdout_sites) or "held-out"
     fig, axes = _panels(len(fracs), f"In-site vs held-out-site ({held}) accuracy (mean ± 95% CI over seeds)",
                         "accuracy (%)", width=max(3.4, 0.85 * len(methods) + 1.6), height=4.2)
     w, tilt = 0.38, len(methods) > 2
@@ -177,7 +177,7 @@ def site_shift(records: list[dict], setup: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def label_fraction(records: list[dict], setup: dict, path: Path) -> Path | None:
+def label_fraction(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
     """Clean and worst-case (reference ε) accuracy vs label fraction, a line per method."""
     fracs = tables.fraction_order(records)
     if not fracs:
@@ -212,7 +212,7 @@ PLOTS = {"robust_vs_eps.png": robust_vs_eps, "corruption_severity.png": corrupti
          "site_shift.png": site_shift, "label_fraction.png": label_fraction}
 
 
-def make_all(records: list[dict], setup: dict, out_dir: Path) -> dict[str, Path | None]:
+def make_all(records: list[RunRecord], setup: StudyFacts, out_dir: Path) -> dict[str, Path | None]:
     """Draw every figure into ``out_dir``; the value is ``None`` for a figure with no data."""
     return {name: fn(records, setup, Path(out_dir) / name) for name, fn in PLOTS.items()}
 

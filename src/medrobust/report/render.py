@@ -3,7 +3,7 @@
 The report is first assembled as a list of neutral *blocks* (heading, Markdown text, warnings box,
 table, image, code); :func:`to_markdown` and :func:`to_html` render the same blocks, so both files
 carry the same content. HTML embeds the figures as base64 data URIs and uses inline CSS only. Output is
-deterministic for the same input: no clock is read (a ``setup["generated"]`` line is printed if given).
+deterministic for the same input: no clock is read.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from medrobust.fileio import atomic_write_text
+from medrobust.record import RunRecord, StudyFacts
 from medrobust.report.defenses import defense_tables
 from medrobust.report.multimodal import multimodal_tables
 from medrobust.report import answer as answer_mod
@@ -41,78 +42,108 @@ def _join(xs) -> str:
     return ", ".join(str(x) for x in xs)
 
 
-def _setup_lines(records: list[dict], setup: dict) -> str:
-    """Markdown bullet list describing the study setup (missing keys are left out)."""
+def _components(items) -> str:
+    return ", ".join(f"{c.name}{'' if not c.params else ' ' + str(c.params)}" for c in items) or "none"
+
+
+def _attack_line(s: StudyFacts) -> str:
+    at = "all" if s.worst_case_epsilons is None else f"[{', '.join(s.worst_case_epsilons)}]"
+    return (f"L∞ image attacks on {s.max_adversarial} fixed test images: curves {_components(s.attacks)} (every "
+            f"example, every ε); then the worst-case sequence {_components(s.worst_case)} at ε {at} (×1/255; "
+            "AutoAttack style: each attack only on examples still correct); robust accuracy = per-example worst "
+            "case over all. Image+report models: the image is attacked with the report left clean")
+
+
+def _downstream_line(s: StudyFacts) -> str:
+    """What the image+report arms are fine-tuned and evaluated with, in words."""
+    if s.fusion is None:
+        model = ("late fusion: the (pre-trained) image and report encoders' features concatenated; a fusion "
+                 "transformer from pre-training (mmr, robust-mmr) is not used downstream")
+    else:
+        model = (f"the fusion transformer ({s.fusion.name} {s.fusion.params or ''}".rstrip() + "): image patch and "
+                 "report tokens in one transformer, pre-trained by mmr / robust-mmr, fresh for the other arms")
+    return model + (f"; tasks besides classification: {', '.join(s.tasks)}" if s.tasks else "")
+
+
+def _budget_line(s: StudyFacts) -> str:
+    p, f = s.pretrain, s.finetune
+    return (f"pre-training {p.get('steps')} steps × batch {p.get('batch_size')}; fine-tuning {f.get('steps')} steps "
+            f"× batch {f.get('batch_size')} (pre-trained arms: {', '.join(f.get('mode') or ['full'])})")
+
+
+def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
+    """Markdown bullet list describing the study setup (facts the study did not record are left out)."""
     s, out = setup, []
     def add(label: str, value: object) -> None:
         if value not in (None, "", []):
             out.append(f"- **{label}:** {value}")
-    add("Study", s.get("study"))
-    add("Data", s.get("data"))
-    add("Task", s.get("task"))
-    add("Training sites", _join(s.get("train_sites") or []))
-    add("Held-out site(s)", _join(s.get("holdout_sites") or []) or
+    add("Study", s.study)
+    add("Data", s.data)
+    if s.task_kind:
+        add("Task", f"{s.task_kind}: {' / '.join(s.label_names)}")
+    add("Training sites", _join(s.train_sites))
+    add("Held-out site(s)", _join(s.holdout_sites) or
         ("none — no site-shift evaluation" if not any(math.isfinite(tables.acc(r, "holdout")) for r in records)
          else None))
     arms = []
     for m in tables.method_order(records, s):
-        r = next(r for r in records if r.get("method") == m)
-        desc = [str(r.get("kind") or "?"), "+".join(r.get("modalities") or []) or None,
-                f"{r.get('finetune_mode')} fine-tuning" if r.get("finetune_mode") else None,
-                f"ablation of {tables.ablation_base(records, m)}" if tables.ablation_base(records, m) else
-                f"compared with {r['counterpart']}" if r.get("counterpart") else None]
+        r = next(r for r in records if r.arm == m)
+        base = tables.ablation_base(records, m)
+        desc = [r.role, "+".join(r.modalities), f"{r.finetune_mode} fine-tuning",
+                f"ablation of {base}" if base else f"compared with {r.counterpart}" if r.counterpart else None]
         arms.append(f"`{m}` ({', '.join(d for d in desc if d)})")
     add("Methods", "; ".join(arms))
     add("Label fractions", _join(fmt_fraction(f) for f in tables.fraction_order(records)))
-    add("Seeds", _join(s.get("seeds") or sorted({r.get("seed") for r in records}, key=stats._num)))
-    add("Attack", s.get("attack"))
+    add("Seeds", _join(s.seeds or sorted({r.seed for r in records})))
+    if s.attacks or s.worst_case:
+        add("Attack", _attack_line(s))
     grid = tables.eps_order(records, s)
     ref = tables.reference_eps(records, s)
     if grid:
         add("ε grid (×1/255)", _join(grid) + (f"; reference ε = {fmt_eps(ref)}" if ref else ""))
-    add("Corruptions", _join(s.get("corruptions") or []))
-    add("Severities", _join(s.get("severities") or []))
-    add("Encoder", s.get("encoder"))
-    add("Budgets", s.get("budgets"))
-    if any("text" in (r.get("modalities") or []) for r in records):
-        add("Image+report downstream", s.get("downstream"))
-    info = next((r.get("info") for r in records if isinstance(r.get("info"), dict)), None) or {}
-    names = {"n_train": "training pool", "n_test": "in-site test", "n_adv": "attacked test",
-             "n_holdout": "held-out site"}
-    sizes = [f"{names.get(k, k[2:])} {v}" for k, v in info.items() if k.startswith("n_") and k != "n_labeled"]
-    add("Examples", _join(sizes))
-    if s.get("runtime_s") is not None:
-        add("Runtime", f"{stats.fmt_value(s.get('runtime_s'), 's')} s")
-    vers = s.get("versions") or {}
-    add("Versions", _join(f"{k} {v}" for k, v in sorted(vers.items())))
-    skipped = [f"`{k.get('method', '?')}` — {k.get('reason', 'no reason given')}"
-               for k in s.get("skipped") or [] if isinstance(k, dict)]
-    add("Skipped arms", "; ".join(skipped))
+    add("Corruptions", _join(s.corruptions))
+    add("Severities", _join(s.severities))
+    if s.image_encoder is not None:
+        add("Encoder", f"image {s.image_encoder.name} {s.image_encoder.params or ''}".strip()
+            + (f"; report {s.text_encoder.name}" if s.text_encoder is not None else ""))
+    if s.pretrain or s.finetune:
+        add("Budgets", _budget_line(s))
+    if any(r.uses_text for r in records) and s.config_yaml:
+        add("Image+report downstream", _downstream_line(s))
+    z = records[0].sizes
+    add("Examples", f"training pool {z.n_train}, in-site test {z.n_test}, attacked test {z.n_adversarial}, "
+                    f"held-out site {z.n_holdout}")
+    total = sum(r.timing.total_s for r in records)
+    add("Run time", f"{stats.fmt_value(total, 's')} s in all ({len(records)} runs, the sum of their timed stages)"
+        + (f"; this invocation {stats.fmt_value(s.invocation_s, 's')} s" if s.invocation_s is not None else ""))
+    add("Versions", _join(f"{k} {v}" for k, v in sorted(s.versions.items())))
+    add("Skipped arms", "; ".join(f"`{k.arm}` — {k.reason}" for k in s.skipped))
     return "\n".join(out)
 
 
-def _warnings(records: list[dict], setup: dict) -> list[str]:
-    """Failed self-checks, duplicate runs and arms whose counterpart never ran."""
-    out = [f"❌ `{c['name']}` failed for `{c['method']}` at {fmt_fraction(c['fraction'])} labels, seed "
-           f"{c['seed']}: {c['detail']}" for c in tables.failed_checks(records)]
-    dup = Counter((r.get("method"), r.get("fraction"), r.get("seed")) for r in records)
+def _warnings(records: list[RunRecord], setup: StudyFacts) -> list[str]:
+    """Missing runs, failed self-checks, duplicate runs and arms whose counterpart never ran."""
+    out = []
+    if setup.expected_runs is not None and len(records) < setup.expected_runs:
+        out.append(f"Partial report: {setup.expected_runs - len(records)} of the study's {setup.expected_runs} "
+                   "runs have not finished; run the study command again to complete it.")
+    out += [f"❌ `{c['name']}` failed for `{c['method']}` at {fmt_fraction(c['fraction'])} labels, seed "
+            f"{c['seed']}: {c['detail']}" for c in tables.failed_checks(records)]
+    dup = Counter((r.arm, r.fraction, r.seed) for r in records)
     out += [f"Duplicate runs for `{m}` at {fmt_fraction(f)} labels, seed {sd} ({k} records): the tables "
             f"average them all, the paired comparison uses the last one by key." for (m, f, sd), k in dup.items() if k > 1]
-    methods = {r.get("method") for r in records}
-    for cp, arm in sorted({(r.get("counterpart"), r.get("method")) for r in records
-                           if r.get("counterpart") and r.get("counterpart") not in methods}):
+    arms = {r.arm for r in records}
+    for cp, arm in sorted({(r.counterpart, r.arm) for r in records if r.counterpart and r.counterpart not in arms}):
         out.append(f"`{arm}` is compared with `{cp}`, but `{cp}` has no runs: no paired comparison.")
     return out
 
 
-def build_blocks(records: list[dict], setup: dict, figures: dict[str, Path | None]) -> list[tuple]:
+def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str, Path | None]) -> list[tuple]:
     """Assemble the report as neutral blocks (see the module docstring)."""
     ref = tables.reference_eps(records, setup)
     ms = tables.metrics(ref)
     marks = tables.check_marks(records)
-    b: list[tuple] = [("h", 1, TITLE + (f" — study `{setup['study']}`" if setup.get("study") else ""))]
-    if setup.get("generated"):
-        b.append(("md", f"Generated {setup['generated']}."))
+    b: list[tuple] = [("h", 1, TITLE + (f" — study `{setup.study}`" if setup.study else ""))]
     b += [("h", 2, "The answer"), ("answer", answer_mod.answer(records, setup))]
     warns = _warnings(records, setup)
     if warns:
@@ -140,7 +171,7 @@ def build_blocks(records: list[dict], setup: dict, figures: dict[str, Path | Non
     for t in report_side:
         table(t)
     table(tables.metric_table(records, setup, ms["corr_mean"]))
-    sevs = [str(v) for v in setup.get("severities") or []] or ["3"]
+    sevs = [str(v) for v in setup.severities] or ["3"]
     for t in tables.corruption_tables(records, setup, "3" if "3" in sevs else sevs[-1]):
         table(t)
     if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
@@ -180,8 +211,8 @@ def build_blocks(records: list[dict], setup: dict, figures: dict[str, Path | Non
     for name, path in figures.items():
         b.append(("img", name) if path else ("md", f"`{name}` not drawn: the records hold no data for it."))
     b += [("h", 2, "Runs"), ("table", tables.run_table(records, setup))]
-    if setup.get("config_yaml"):
-        b += [("h", 2, "Resolved configuration"), ("code", str(setup["config_yaml"]))]
+    if setup.config_yaml:
+        b += [("h", 2, "Resolved configuration"), ("code", setup.config_yaml)]
     return b
 
 
@@ -270,12 +301,12 @@ def to_html(blocks: list[tuple], out_dir: Path) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(records: list[dict], setup: dict | None, out_dir: str | Path) -> Path:
+def write_report(records: list[RunRecord], setup: StudyFacts | None, out_dir: str | Path) -> Path:
     """Write ``report.md``, ``report.html`` and the PNG figures into ``out_dir``.
 
     Args:
-        records: run records (one dict per finished run; see the package's input schema).
-        setup: study description (every key optional).
+        records: run records (one per finished run).
+        setup: the study's facts (``None``: drawn from the records alone).
         out_dir: output folder, created if needed.
 
     Returns:
@@ -286,7 +317,7 @@ def write_report(records: list[dict], setup: dict | None, out_dir: str | Path) -
     """
     if not records:
         raise ValueError("write_report() needs at least one run record")
-    setup = dict(setup or {})
+    setup = setup or StudyFacts()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.make_all(records, setup, out)

@@ -26,7 +26,7 @@ VERDICTS = (BETTER, WORSE, UNCLEAR, TOO_FEW)
 NAN = float("nan")
 
 
-def _num(x: object) -> float:
+def num(x: object) -> float:
     """Convert ``x`` to float, mapping ``None`` and non-numbers to NaN."""
     if x is None or isinstance(x, bool):
         return NAN
@@ -38,7 +38,7 @@ def _num(x: object) -> float:
 
 def finite(values: Iterable[object]) -> list[float]:
     """Return the finite float values of ``values`` (``None``/NaN/inf dropped), in order."""
-    out = [_num(v) for v in values]
+    out = [num(v) for v in values]
     return [v for v in out if math.isfinite(v)]
 
 
@@ -97,7 +97,7 @@ def paired(a: Sequence[object], b: Sequence[object], confidence: float = CONFIDE
 
     if len(a) != len(b):
         raise ValueError(f"paired() needs aligned sequences, got lengths {len(a)} and {len(b)}")
-    pairs = [(x, y) for x, y in zip(map(_num, a), map(_num, b)) if math.isfinite(x) and math.isfinite(y)]
+    pairs = [(x, y) for x, y in zip(map(num, a), map(num, b)) if math.isfinite(x) and math.isfinite(y)]
     n = len(pairs)
     out = dict(mean_diff=NAN, ci_low=NAN, ci_high=NAN, p=NAN, n=n, mean_a=NAN, mean_b=NAN)
     if n == 0:
@@ -132,7 +132,7 @@ def verdict(result: dict, higher_is_better: bool = True) -> str:
     """
     if result.get("n", 0) < 2:
         return TOO_FEW
-    lo, hi = _num(result.get("ci_low")), _num(result.get("ci_high"))
+    lo, hi = num(result.get("ci_low")), num(result.get("ci_high"))
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return UNCLEAR
     if lo > 0:
@@ -156,7 +156,7 @@ def _scale(unit: str) -> tuple[float, int]:
 
 def fmt_value(x: object, unit: str = "pct") -> str:
     """Format one value (``0.412`` → ``"41.2"`` for ``unit="pct"``); missing → ``"—"``."""
-    v = _num(x)
+    v = num(x)
     if not math.isfinite(v):
         return MISSING
     k, d = _scale(unit)
@@ -180,7 +180,7 @@ def fmt_ci(lo: object, hi: object, unit: str = "pct") -> str:
 
 def fmt_p(p: object) -> str:
     """Format a p-value: ``"0.012"``, ``"<0.001"``, or ``"n/a"`` when undefined."""
-    v = _num(p)
+    v = num(p)
     if not math.isfinite(v):
         return "n/a"
     return "<0.001" if v < 0.001 else f"{v:.3f}"
@@ -198,7 +198,7 @@ def fmt_cell(mean: object, half: object, n: int, unit: str = "pct") -> str:
 
 def fmt_fraction(f: object) -> str:
     """Label fraction as a percentage: ``0.1`` → ``"10%"``, ``0.005`` → ``"0.5%"``."""
-    v = _num(f)
+    v = num(f)
     return MISSING if not math.isfinite(v) else f"{v * 100:.6g}%"
 
 

@@ -1,9 +1,8 @@
 """Turn run records into metric values and tables (mean ± 95% CI over seeds).
 
-A *record* is one finished run (see the report package's input schema): ``method``, ``fraction``, ``seed``,
-``kind``, ``counterpart``, ``modalities``, ``metrics`` (``clean``, ``holdout``, ``noreport``, ``attacks``,
-``corruptions``, ``checks``), ``timing`` and ``info``. Every accessor tolerates missing keys and returns
-NaN for a metric a run did not measure.
+Records are :class:`medrobust.record.RunRecord`; the study's facts are a :class:`medrobust.record.StudyFacts`.
+Every accessor returns NaN for a metric a run did not measure. Multimodal-task conditions are looked up by
+their stable id (:data:`medrobust.record.CONDITIONS`); their display labels are :func:`condition_label`.
 
 A :class:`Table` is a neutral title/header/rows structure with a Markdown and an HTML rendering, so
 ``report.md`` and ``report.html`` show the same strings.
@@ -15,8 +14,9 @@ import html
 from dataclasses import dataclass, field
 from typing import Callable
 
+from medrobust.record import RetrievalScores, RunRecord, StudyFacts, TaskMetrics, VQAScores
 from medrobust.report import stats
-from medrobust.report.stats import NAN, fmt_cell, fmt_eps, fmt_fraction, fmt_value, mean_ci
+from medrobust.report.stats import NAN, fmt_cell, fmt_eps, fmt_fraction, fmt_value, mean_ci, num
 
 WARN = "⚠"
 
@@ -25,47 +25,73 @@ WARN = "⚠"
 # Record access
 # ----------------------------------------------------------------------------------------------------
 
-def _get(rec: dict, *path: str) -> object:
-    cur: object = rec
-    for key in path:
-        if not isinstance(cur, dict) or key not in cur:
-            return None
-        cur = cur[key]
-    return cur
+SPLITS = ("clean", "holdout", "without_text", "without_image")
 
 
-def acc(rec: dict, split: str) -> float:
-    """Accuracy of ``rec`` on ``split`` (``clean``, ``holdout``, ``noreport``) or NaN."""
-    return stats._num(_get(rec, "metrics", split, "acc"))
+def acc(rec: RunRecord, split: str) -> float:
+    """Accuracy of ``rec`` on ``split`` (one of :data:`SPLITS`) or NaN."""
+    score = getattr(rec.metrics, split)
+    return NAN if score is None else num(score.acc)
 
 
-def task_value(rec: dict, task: str, condition: str, *path: str) -> float:
-    """A multimodal-task metric: ``rec["multimodal"][task][<condition>][*path]``, where ``condition`` is the
-    condition name or its prefix (``"adversarial image"`` matches ``"adversarial image (PGD-10, ε=2/255)"``)."""
-    conds = _get(rec, "multimodal", task)
-    if not isinstance(conds, dict):
+def auc(rec: RunRecord, split: str = "clean") -> float:
+    score = getattr(rec.metrics, split)
+    return NAN if score is None else num(score.auc)
+
+
+def condition_label(cond: str, tasks: TaskMetrics | None) -> str:
+    """How the report names a multimodal-task condition id, with its budget from the record."""
+    t = tasks
+    words = f"{t.text_edits} words" if t else "words"
+    attack = f"{t.attack.upper()}-10, ε={t.attack_eps:g}/255" if t else "PGD"
+    return {"clean": "clean", "corrupted_image": "corrupted image", "holdout": "held-out site",
+            "perturbed_text": f"perturbed report ({words})", "image_missing": "question only (image missing)",
+            "adversarial_image": f"adversarial image ({attack})",
+            "adversarial_text": f"adversarial report ({words})"}.get(cond, cond)
+
+
+def retrieval(rec: RunRecord, cond: str) -> RetrievalScores | None:
+    return None if rec.tasks is None or rec.tasks.retrieval is None else rec.tasks.retrieval.get(cond)
+
+
+def vqa(rec: RunRecord, cond: str) -> VQAScores | None:
+    return None if rec.tasks is None or rec.tasks.vqa is None else rec.tasks.vqa.get(cond)
+
+
+def recall(rec: RunRecord, cond: str, direction: str, k: int) -> float:
+    """Retrieval R@k (fraction) in ``direction`` (``image_to_report`` / ``report_to_image``) or NaN."""
+    r = retrieval(rec, cond)
+    return NAN if r is None else num(getattr(r, direction).recall_at.get(k))
+
+
+def mean_rank(rec: RunRecord, cond: str, direction: str) -> float:
+    r = retrieval(rec, cond)
+    return NAN if r is None else num(getattr(r, direction).mean_rank)
+
+
+def vqa_acc(rec: RunRecord, cond: str, answer_type: str | None = None) -> float:
+    """VQA accuracy overall (or of one answer type, ``CLOSED`` / ``OPEN``) under ``cond``, or NaN."""
+    v = vqa(rec, cond)
+    if v is None:
         return NAN
-    key = condition if condition in conds else next((k for k in conds if k.startswith(condition)), None)
-    return NAN if key is None else stats._num(_get(conds, key, *path))
+    a = v.overall if answer_type is None else v.answer_type.get(answer_type)
+    return NAN if a is None else num(a.accuracy)
 
 
-def attack_acc(rec: dict, attack: str, eps: str) -> float:
+def attack_acc(rec: RunRecord, attack: str, eps: str) -> float:
     """Robust accuracy of ``rec`` under ``attack`` (``fgsm``, ``pgd``, ``worst``) at epsilon key ``eps``."""
-    return stats._num(_get(rec, "metrics", "attacks", attack, str(eps)))
+    return num(rec.metrics.attacks.get(attack, {}).get(str(eps)))
 
 
-def corruption_acc(rec: dict, corruption: str | None = None, severity: object = None) -> float:
+def text_attack_acc(rec: RunRecord, attack: str, budget: str) -> float:
+    """Robust accuracy under a report-side / joint attack at ``budget`` (its key), or NaN."""
+    return num(rec.metrics.text_attacks.get(attack, {}).get(budget))
+
+
+def corruption_acc(rec: RunRecord, corruption: str | None = None, severity: object = None) -> float:
     """Mean accuracy over the chosen corruptions/severities (``None`` = all of them) or NaN."""
-    table = _get(rec, "metrics", "corruptions")
-    if not isinstance(table, dict):
-        return NAN
-    vals = []
-    for name, per_sev in table.items():
-        if corruption is not None and name != corruption or not isinstance(per_sev, dict):
-            continue
-        for sev, v in per_sev.items():
-            if severity is None or str(sev) == str(severity):
-                vals.append(v)
+    vals = [v for name, per_sev in rec.metrics.corruptions.items() if corruption is None or name == corruption
+            for sev, v in per_sev.items() if severity is None or str(sev) == str(severity)]
     xs = stats.finite(vals)
     return sum(xs) / len(xs) if xs else NAN
 
@@ -78,22 +104,18 @@ class Metric:
     label: str
     unit: str
     higher_is_better: bool
-    get: Callable[[dict], float] = field(compare=False, repr=False)
-
-
-#: the timed stages of a run record (``timing``), in the order they run
-TIMED_STAGES = ("pretrain_s", "defense_s", "finetune_s", "inference_s", "eval_s", "tasks_s")
+    get: Callable[[RunRecord], float] = field(compare=False, repr=False)
 
 
 def metrics(ref_eps: str | None) -> dict[str, Metric]:
     """The per-run metrics used by tables, comparisons and the answer (``ref_eps`` = reference ε key)."""
-    def worst(r: dict) -> float:
+    def worst(r: RunRecord) -> float:
         return attack_acc(r, "worst", ref_eps) if ref_eps is not None else NAN
 
     eps = fmt_eps(ref_eps) if ref_eps is not None else "?"
     ms = [
         Metric("clean_acc", "clean accuracy", "pct", True, lambda r: acc(r, "clean")),
-        Metric("clean_auc", "clean AUC", "auc", True, lambda r: stats._num(_get(r, "metrics", "clean", "auc"))),
+        Metric("clean_auc", "clean AUC", "auc", True, lambda r: auc(r, "clean")),
         Metric("worst_ref", f"worst-case robust accuracy at ε={eps}", "pct", True, worst),
         # the gap is measured on the attacked examples only: their clean accuracy is the ε=0 point
         Metric("gap", f"robustness gap (clean − worst-case at ε={eps}, attacked examples)", "pct", False,
@@ -102,17 +124,16 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
         Metric("holdout_acc", "held-out-site accuracy", "pct", True, lambda r: acc(r, "holdout")),
         Metric("holdout_drop", "in-site → held-out accuracy drop", "pct", False,
                lambda r: acc(r, "clean") - acc(r, "holdout")),
-        Metric("noreport_acc", "accuracy with the report removed", "pct", True, lambda r: acc(r, "noreport")),
-        Metric("vqa_acc", "VQA accuracy", "pct", True, lambda r: task_value(r, "vqa", "clean", "overall", "accuracy")),
+        Metric("noreport_acc", "accuracy with the report removed", "pct", True, lambda r: acc(r, "without_text")),
+        Metric("vqa_acc", "VQA accuracy", "pct", True, lambda r: vqa_acc(r, "clean")),
         Metric("vqa_adv", "VQA accuracy under PGD on the image", "pct", True,
-               lambda r: task_value(r, "vqa", "adversarial image", "overall", "accuracy")),
+               lambda r: vqa_acc(r, "adversarial_image")),
         Metric("r10", "retrieval R@10 image→report", "pct", True,
-               lambda r: task_value(r, "retrieval", "clean", "image_to_report", "R@10")),
+               lambda r: recall(r, "clean", "image_to_report", 10)),
         Metric("r10_adv", "retrieval R@10 image→report under PGD on the image", "pct", True,
-               lambda r: task_value(r, "retrieval", "adversarial image", "image_to_report", "R@10")),
+               lambda r: recall(r, "adversarial_image", "image_to_report", 10)),
         Metric("time_total", "run time (pretrain + defense + fine-tune + inference timing + eval + retrieval/VQA "
-               "tasks)", "s", False, lambda r: sum(stats.finite(_get(r, "timing", k) for k in TIMED_STAGES))
-               if isinstance(r.get("timing"), dict) else NAN),
+               "tasks)", "s", False, lambda r: r.timing.total_s),
     ]
     return {m.name: m for m in ms}
 
@@ -121,81 +142,67 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
 # Ordering and grouping
 # ----------------------------------------------------------------------------------------------------
 
-def method_order(records: list[dict], setup: dict | None = None) -> list[str]:
-    """Methods in the order of ``setup["methods"]`` (strings or dicts with ``name``), then as first seen."""
-    order: list[str] = []
-    for m in (setup or {}).get("methods") or []:
-        name = m.get("name") if isinstance(m, dict) else m
-        if isinstance(name, str) and name not in order:
-            order.append(name)
-    present = [r.get("method") for r in records]
-    order = [m for m in order if m in present]
-    for m in present:
-        if isinstance(m, str) and m not in order:
-            order.append(m)
-    return order
+def method_order(records: list[RunRecord], setup: StudyFacts | None = None) -> list[str]:
+    """Arms in the order of ``setup.arms``, then as first seen (only arms with records)."""
+    present = list(dict.fromkeys(r.arm for r in records))
+    order = [a for a in dict.fromkeys((setup or StudyFacts()).arms) if a in present]
+    return order + [a for a in present if a not in order]
 
 
-def fraction_order(records: list[dict]) -> list[float]:
+def fraction_order(records: list[RunRecord]) -> list[float]:
     """Sorted distinct label fractions present in the records."""
-    return sorted({float(r["fraction"]) for r in records if r.get("fraction") is not None})
+    return sorted({float(r.fraction) for r in records})
 
 
-def eps_order(records: list[dict], setup: dict | None = None, attack: str = "worst") -> list[str]:
+def eps_order(records: list[RunRecord], setup: StudyFacts | None = None, attack: str = "worst") -> list[str]:
     """Epsilon keys measured for ``attack``, sorted numerically (setup order first if given)."""
-    keys = {str(k) for r in records for k in (_get(r, "metrics", "attacks", attack) or {})}
-    grid = [str(e) for e in (setup or {}).get("epsilons") or [] if str(e) in keys]
+    keys = {str(k) for r in records for k in r.metrics.attacks.get(attack, {})}
+    grid = [str(e) for e in (setup or StudyFacts()).epsilons if str(e) in keys]
     rest = [k for k in keys if k not in grid]
-    return sorted(grid + rest, key=lambda k: stats._num(k))
+    return sorted(grid + rest, key=num)
 
 
-def reference_eps(records: list[dict], setup: dict | None = None) -> str | None:
-    """``setup["reference_epsilon"]`` if measured, else ``"2"`` if measured, else the middle nonzero ε."""
+def reference_eps(records: list[RunRecord], setup: StudyFacts | None = None) -> str | None:
+    """``setup.reference_epsilon`` if measured, else ``"2"`` if measured, else the middle nonzero ε."""
     grid = eps_order(records, setup)
-    ref = (setup or {}).get("reference_epsilon")
+    ref = (setup or StudyFacts()).reference_epsilon
     if ref is not None and str(ref) in grid:
         return str(ref)
     if "2" in grid:
         return "2"
-    nonzero = [e for e in grid if stats._num(e) > 0]
+    nonzero = [e for e in grid if num(e) > 0]
     return nonzero[len(nonzero) // 2] if nonzero else None
 
 
-def ablation_base(records: list[dict], arm: str) -> str | None:
+def ablation_base(records: list[RunRecord], arm: str) -> str | None:
     """The full arm that ``arm`` switches components off from, e.g. ``robust-mmr`` for
     ``robust-mmr(domain_weight=0)``: same method without parameters and without a defense, when it ran."""
-    r = next((r for r in records if r.get("method") == arm), {})
-    base = r.get("method_name")
-    if not r.get("method_params") or r.get("defense") or base in (None, arm):
+    r = next((r for r in records if r.arm == arm), None)
+    if r is None or not r.method_params or r.defense or r.method == arm:
         return None
-    return base if any(x.get("method") == base and not x.get("defense") for x in records) else None
+    return r.method if any(x.arm == r.method and not x.defense for x in records) else None
 
 
-def runs(records: list[dict], method: str, fraction: float) -> list[dict]:
-    """Records of ``method`` at ``fraction``, sorted by seed."""
-    sel = [r for r in records if r.get("method") == method and stats._num(r.get("fraction")) == fraction]
-    return sorted(sel, key=lambda r: (stats._num(r.get("seed")), str(r.get("key"))))
+def runs(records: list[RunRecord], arm: str, fraction: float) -> list[RunRecord]:
+    """Records of ``arm`` at ``fraction``, sorted by seed."""
+    sel = [r for r in records if r.arm == arm and r.fraction == fraction]
+    return sorted(sel, key=lambda r: (r.seed, r.key))
 
 
-def summary(records: list[dict], method: str, fraction: float, get: Callable[[dict], float]):
-    """``mean_ci`` of ``get`` over the seeds of ``method`` at ``fraction``."""
-    return mean_ci(get(r) for r in runs(records, method, fraction))
+def summary(records: list[RunRecord], arm: str, fraction: float, get: Callable[[RunRecord], float]):
+    """``mean_ci`` of ``get`` over the seeds of ``arm`` at ``fraction``."""
+    return mean_ci(get(r) for r in runs(records, arm, fraction))
 
 
-def failed_checks(records: list[dict]) -> list[dict]:
+def failed_checks(records: list[RunRecord]) -> list[dict]:
     """Every failed self-check as ``dict(method, fraction, seed, name, detail)``, in record order."""
-    out = []
-    for r in records:
-        for c in _get(r, "metrics", "checks") or []:
-            if isinstance(c, dict) and not c.get("passed", True):
-                out.append(dict(method=r.get("method"), fraction=r.get("fraction"), seed=r.get("seed"),
-                                name=str(c.get("name", "?")), detail=str(c.get("detail", ""))))
-    return out
+    return [dict(method=r.arm, fraction=r.fraction, seed=r.seed, name=c.name, detail=c.detail)
+            for r in records for c in r.metrics.checks if not c.passed]
 
 
-def check_marks(records: list[dict]) -> set[tuple[str, float]]:
-    """``(method, fraction)`` pairs with at least one failed self-check (their numbers get a ⚠)."""
-    return {(c["method"], stats._num(c["fraction"])) for c in failed_checks(records)}
+def check_marks(records: list[RunRecord]) -> set[tuple[str, float]]:
+    """``(arm, fraction)`` pairs with at least one failed self-check (their numbers get a ⚠)."""
+    return {(c["method"], c["fraction"]) for c in failed_checks(records)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -233,7 +240,7 @@ class Table:
         return f"{title}{note}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
 
 
-def metric_table(records: list[dict], setup: dict, metric: Metric, marks: set | None = None,
+def metric_table(records: list[RunRecord], setup: StudyFacts, metric: Metric, marks: set | None = None,
                  title: str | None = None) -> Table | None:
     """Rows: method; columns: label fraction; cell: mean ± 95% CI (n). ``None`` if nothing was measured.
 
@@ -258,7 +265,7 @@ def metric_table(records: list[dict], setup: dict, metric: Metric, marks: set | 
                  f"Mean ± 95% CI half-width over seeds (t-distribution); {direction}.")
 
 
-def eps_tables(records: list[dict], setup: dict, attack: str, marks: set | None = None) -> list[Table]:
+def eps_tables(records: list[RunRecord], setup: StudyFacts, attack: str, marks: set | None = None) -> list[Table]:
     """One table per label fraction: rows method, columns ε, cell robust accuracy under ``attack``."""
     grid = eps_order(records, setup, attack)
     name = {"worst": "Worst-case", "pgd": "PGD", "fgsm": "FGSM"}.get(attack, attack)
@@ -275,17 +282,17 @@ def eps_tables(records: list[dict], setup: dict, attack: str, marks: set | None 
     return out
 
 
-def report_attack_tables(records: list[dict], setup: dict, marks: set | None = None) -> list[Table]:
+def report_attack_tables(records: list[RunRecord], setup: StudyFacts, marks: set | None = None) -> list[Table]:
     """Image+report arms: one table per report-side/joint attack and label fraction; columns = budgets."""
-    names = list(dict.fromkeys(a for r in records for a in (_get(r, "metrics", "report_attacks") or {})))
+    names = list(dict.fromkeys(a for r in records for a in r.metrics.text_attacks))
     out = []
     for name in names:
-        budgets = list(dict.fromkeys(b for r in records for b in (_get(r, "metrics", "report_attacks", name) or {})))
+        budgets = list(dict.fromkeys(b for r in records for b in r.metrics.text_attacks.get(name, {})))
         for f in fraction_order(records):
             rows = []
             for m in method_order(records, setup):
-                cells = [fmt_cell(*summary(records, m, f, lambda r, b=b: stats._num(
-                    _get(r, "metrics", "report_attacks", name, b)))) for b in budgets]
+                cells = [fmt_cell(*summary(records, m, f, lambda r, b=b: text_attack_acc(r, name, b)))
+                         for b in budgets]
                 if any(c != stats.MISSING for c in cells):
                     rows.append([m + (f" {WARN}" if marks and (m, f) in marks else "")] + cells)
             if rows:
@@ -294,11 +301,10 @@ def report_attack_tables(records: list[dict], setup: dict, marks: set | None = N
     return out
 
 
-def corruption_tables(records: list[dict], setup: dict, severity: object) -> list[Table]:
+def corruption_tables(records: list[RunRecord], setup: StudyFacts, severity: object) -> list[Table]:
     """One table per label fraction: rows method, columns corruption, cell accuracy at ``severity``."""
-    names = sorted({c for r in records for c in (_get(r, "metrics", "corruptions") or {})})
-    order = [c for c in (setup.get("corruptions") or []) if c in names] + \
-        [c for c in names if c not in (setup.get("corruptions") or [])]
+    names = sorted({c for r in records for c in r.metrics.corruptions})
+    order = [c for c in setup.corruptions if c in names] + [c for c in names if c not in setup.corruptions]
     out = []
     for f in fraction_order(records) if order else []:
         rows = []
@@ -334,33 +340,28 @@ def comparison_table(comparisons: list[dict], marks: set | None = None) -> Table
                  "smaller is better, so a negative difference is 'better'.")
 
 
-def checks_table(records: list[dict], setup: dict) -> Table | None:
+def checks_table(records: list[RunRecord], setup: StudyFacts) -> Table | None:
     """Every evaluation self-check, one row per run and check, with ✅/❌ and its detail."""
     rows = []
     for m in method_order(records, setup):
         for f in fraction_order(records):
             for r in runs(records, m, f):
-                for c in _get(r, "metrics", "checks") or []:
-                    if isinstance(c, dict):
-                        ok = c.get("passed", True)
-                        rows.append([m, fmt_fraction(f), str(r.get("seed")), str(c.get("name", "?")),
-                                     "✅" if ok else "❌", str(c.get("detail", ""))])
+                for c in r.metrics.checks:
+                    rows.append([m, fmt_fraction(f), str(r.seed), c.name, "✅" if c.passed else "❌", c.detail])
     return Table("", ["method", "labels", "seed", "check", "passed", "detail"],
                  rows) if rows else None
 
 
-def run_table(records: list[dict], setup: dict) -> Table:
+def run_table(records: list[RunRecord], setup: StudyFacts) -> Table:
     """One row per run: method, fraction, seed, timings, whether pre-training came from the cache."""
-    def t(r: dict, k: str) -> str:
-        return fmt_value(_get(r, "timing", k), "s")
+    def t(r: RunRecord, k: str) -> str:
+        return fmt_value(getattr(r.timing, k), "s")
     rows = []
     for m in method_order(records, setup):
         for f in fraction_order(records):
             for r in runs(records, m, f):
-                cached = _get(r, "timing", "pretrain_cached")
-                rows.append([m, fmt_fraction(f), str(r.get("seed")), t(r, "pretrain_s"),
-                             {True: "yes", False: "no"}.get(cached, stats.MISSING), t(r, "finetune_s"),
-                             t(r, "eval_s"), str(r.get("finetune_mode") or stats.MISSING),
-                             str(r.get("key") or "")[:10]])
+                rows.append([m, fmt_fraction(f), str(r.seed), t(r, "pretrain_s"),
+                             "yes" if r.timing.pretrain_cached else "no", t(r, "finetune_s"),
+                             t(r, "eval_s"), r.finetune_mode, r.key[:10]])
     return Table("", ["method", "labels", "seed", "pretrain (s)", "pretrain cached", "fine-tune (s)",
                           "eval (s)", "fine-tune mode", "key"], rows)

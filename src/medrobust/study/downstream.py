@@ -1,8 +1,8 @@
-"""The multimodal downstream tasks of an image+report run: retrieval and closed-set VQA.
+"""The multimodal downstream tasks of an image+text run: retrieval and closed-set VQA.
 
-Each task starts from the arm's initial modules (pre-trained, or freshly initialised for the supervised
-arm), is fine-tuned on the run's labeled pairs only (the sparse image-report pairs a team has) and is
-evaluated under every condition of :mod:`medrobust.evaluation.multimodal`.
+Each task starts from the run's initial modules (pre-trained, or freshly initialised for a supervised arm;
+:meth:`RunContext.modules`), is fine-tuned on the run's labeled pairs only (the sparse image-report pairs a
+team has) and is evaluated under every condition of :mod:`medrobust.evaluation.multimodal`.
 """
 
 from __future__ import annotations
@@ -10,46 +10,38 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medrobust.data.vqa import AnswerVocab, generate_vqa, image_indices, image_names_for
 from medrobust.engine import distributed
-from medrobust.evaluation.multimodal import (PairData, RetrievalModel, RetrievalObjective, VQAData,
-                                             VQAObjective, evaluate_retrieval, evaluate_vqa)
-from medrobust.evaluation.robustness import EVAL_SEED, adversarial_subset
+from medrobust.evaluation.multimodal import (CORRUPTION_SEVERITY, PairData, RetrievalModel, RetrievalObjective,
+                                             VQAData, VQAObjective, evaluate_retrieval, evaluate_vqa)
+from medrobust.evaluation.robustness import EVAL_SEED, EvalConfig, adversarial_subset
+from medrobust.models.build import classifier_for
+from medrobust.record import RetrievalScores, TaskMetrics, VQAScores
+from medrobust.study.context import RunContext
+from medrobust.study.prepare import PreparedData
+
+
+def run_downstream(ctx: RunContext, labeled: np.ndarray, tasks: list[str], evaluation: EvalConfig,
+                   retrieval_pairs: int, vqa_questions: int, text_edits: int) -> TaskMetrics | None:
+    """Fine-tune and evaluate every task in ``tasks`` (rank 0 gets the metrics, other ranks ``None``)."""
+    out: dict = {}
+    for task in tasks:
+        if task == "retrieval":
+            out["retrieval"] = _retrieval(ctx, labeled, evaluation, retrieval_pairs, text_edits)
+        elif task == "vqa":
+            if vqa_data(ctx.data, vqa_questions) is None:
+                out["vqa_skipped"] = "needs findings annotations (the synthetic data) to generate questions"
+            else:
+                out["vqa"], out["vqa_train_questions"] = _vqa(ctx, labeled, evaluation, vqa_questions)
+    if not distributed.is_main():
+        return None
+    return TaskMetrics(**out, text_edits=max(1, int(text_edits)), attack="pgd",
+                       attack_eps=evaluation.reference_epsilon, corruption_severity=CORRUPTION_SEVERITY)
 
 
 def _pairs(split, tokens: np.ndarray, size: int) -> PairData:
     idx = adversarial_subset(split.labels if split.labels.ndim == 1 else split.labels[:, 0], size)
     return PairData(split.images[idx], tokens[idx], [split.texts[i] for i in idx])
-
-
-def run_downstream(arm, labeled: np.ndarray) -> dict:
-    """Fine-tune and evaluate every task in ``multimodal.tasks`` (rank 0 gets the metrics, others ``{}``)."""
-    cfg, data = arm.cfg, arm.data
-    out: dict = {}
-    for task in cfg.multimodal.tasks:
-        if task == "retrieval":
-            out["retrieval"] = _retrieval(arm, labeled)
-        elif task == "vqa":
-            if vqa_data(data, cfg.multimodal.vqa_questions) is None:
-                out["vqa"] = {"skipped": "needs findings annotations (the synthetic data) to generate questions"}
-            else:
-                out["vqa"] = _vqa(arm, labeled)
-    return out if distributed.is_main() else {}
-
-
-def _retrieval(arm, labeled: np.ndarray) -> dict | None:
-    data, cfg = arm.data, arm.cfg
-    image, text, fusion = arm.modules()
-    model = RetrievalModel(image, text, fusion)
-    tensors = data.train_tensors(labeled, labels=False, text=True)
-    arm.fit(RetrievalObjective(model), tensors, _Freezable(model))
-    if not distributed.is_main():
-        return None
-    n = cfg.multimodal.retrieval_pairs
-    ev = data.eval_data
-    test = _pairs(data.test, ev.test_tokens, n)
-    holdout = None if data.holdout is None else _pairs(data.holdout, ev.holdout_tokens, n)
-    return evaluate_retrieval(model.cpu(), test, holdout, data.tokenizer, cfg.evaluation, EVAL_SEED,
-                              report_edits=cfg.multimodal.report_edits)
 
 
 class _Freezable:
@@ -64,12 +56,25 @@ class _Freezable:
                 m.requires_grad_(False)
 
 
-def vqa_data(data, n_questions: int):
+def _retrieval(ctx: RunContext, labeled: np.ndarray, evaluation: EvalConfig, n_pairs: int,
+               text_edits: int) -> dict[str, RetrievalScores] | None:
+    data = ctx.data
+    model = RetrievalModel(*ctx.modules())
+    ctx.fit(RetrievalObjective(model), data.train_tensors(labeled, labels=False, text=True), _Freezable(model))
+    if not distributed.is_main():
+        return None
+    ev = data.eval_data
+    test = _pairs(data.test, ev.test_tokens, n_pairs)
+    holdout = None if data.holdout is None else _pairs(data.holdout, ev.holdout_tokens, n_pairs)
+    out = evaluate_retrieval(model.cpu(), test, holdout, data.tokenizer, evaluation, EVAL_SEED,
+                             report_edits=text_edits)
+    return {cond: RetrievalScores.from_metrics(m) for cond, m in out.items()}
+
+
+def vqa_data(data: PreparedData, n_questions: int):
     """Questions for the train / test / held-out splits, tokenised, with the answer vocabulary (cached)."""
     if ("vqa", n_questions) in data.cache:
         return data.cache[("vqa", n_questions)]
-    from medrobust.data.vqa import AnswerVocab, generate_vqa, image_indices, image_names_for
-
     splits = {"train": data.train, "test": data.test, "holdout": data.holdout}
     if any(s is not None and "findings" not in s.extras for s in splits.values()):
         data.cache[("vqa", n_questions)] = None
@@ -93,24 +98,20 @@ def vqa_data(data, n_questions: int):
     return out
 
 
-def _vqa(arm, labeled: np.ndarray) -> dict | None:
-    from medrobust.study.runner import classifier_for
-
-    data, cfg = arm.data, arm.cfg
-    vqa = vqa_data(data, cfg.multimodal.vqa_questions)
+def _vqa(ctx: RunContext, labeled: np.ndarray, evaluation: EvalConfig, n_questions: int
+         ) -> tuple[dict[str, VQAScores] | None, int]:
+    data = ctx.data
+    vqa = vqa_data(data, n_questions)
     train: VQAData = vqa["train"]
     keep = np.isin(train.image_index, labeled)  # questions about the run's labeled images only
-    image, text, fusion = arm.modules()
-    model = classifier_for(image, text, fusion, len(vqa["vocab"]))
+    model = classifier_for(*ctx.modules(), len(vqa["vocab"]))
     tensors = {"image": torch.as_tensor(data.train.images[train.image_index[keep]]),
                "tokens": torch.as_tensor(train.tokens[keep]), "label": torch.as_tensor(train.answers[keep]),
                "candidates": torch.as_tensor(train.candidates[keep])}
-    arm.fit(VQAObjective(model), tensors, model)
+    ctx.fit(VQAObjective(model), tensors, model)
     if not distributed.is_main():
-        return None
+        return None, int(keep.sum())
     images = {"test": data.test.images} | ({"holdout": data.holdout.images} if data.holdout is not None else {})
     splits = {k: vqa[k] for k in images}
-    metrics = evaluate_vqa(model.cpu(), images, splits, list(vqa["vocab"].answers), arm.cfg.evaluation, EVAL_SEED)
-    metrics["n_train_questions"] = int(keep.sum())
-    return metrics
-
+    out = evaluate_vqa(model.cpu(), images, splits, list(vqa["vocab"].answers), evaluation, EVAL_SEED)
+    return {cond: VQAScores.model_validate(m) for cond, m in out.items()}, int(keep.sum())

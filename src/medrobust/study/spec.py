@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 from medrobust import registry
 from medrobust.config import Arm, StudyConfig
+from medrobust.methods.contract import info_of
 
-PROTOCOL_VERSION = 2  # bump when a change to the code changes results for the same config
+# bump when a change to the code changes results for the same config. 3: a self-supervised run's modules are
+# always loaded from its pre-training checkpoint, so a run that pre-trained gives what a cached one gives
+PROTOCOL_VERSION = 3
 
 
 def _canonical(obj):
@@ -58,8 +61,8 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
               "text_encoder": cfg.text_encoder.model_dump()}
     runs, skipped = [], []
     for method in cfg.methods:
-        cls = registry.get("method", method.name)
-        if "text" in cls.modalities and not has_text:
+        info = info_of(registry.get("method", method.name))
+        if info.uses_text and not has_text:
             skipped.append({"method": method.label, "reason": "needs image-report pairs but the data set has no "
                             "report text; it is skipped (image-only methods still run)"})
         fractions = [f for f in cfg.label_fractions if method.label_fractions is None or f in method.label_fractions]
@@ -72,18 +75,18 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
         for method in cfg.methods:
             if method.label in skip or (method.seeds is not None and seed not in method.seeds):
                 continue
-            cls = registry.get("method", method.name)
+            info = info_of(registry.get("method", method.name))
             arm = {"name": method.name, "params": method.params,
                    **({"defense": method.defense.model_dump()} if method.defense is not None else {})}
-            multimodal = cfg.multimodal.model_dump() if "text" in cls.modalities else None
+            multimodal = cfg.multimodal.model_dump() if info.uses_text else None
             fusion = (multimodal and multimodal["fusion"]) or {"name": "fusion", "params": {}}
             pretrain_key = None
-            if cls.kind == "self-supervised":
+            if info.self_supervised:
                 pretrain_key = digest({**common, "method": {"name": method.name, "params": method.params},
                                        "seed": seed, "pretrain": cfg.pretrain.model_dump(),
-                                       **({"fusion": fusion} if getattr(cls, "uses_fusion", False) else {})})
-            modes = cfg.finetune.mode if cls.kind == "self-supervised" else ["full"]
-            if "text" in cls.modalities and "knn" in modes:
+                                       **({"fusion": fusion} if info.uses_fusion else {})})
+            modes = cfg.finetune.mode if info.self_supervised else ["full"]
+            if info.uses_text and "knn" in modes:
                 modes = [m for m in modes if m != "knn"]
                 if seed == cfg.seeds[0]:
                         skipped.append({"method": f"{method.label} [knn]", "reason": "the kNN probe is image-only; "

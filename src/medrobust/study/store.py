@@ -6,10 +6,11 @@ loses only the run in flight. Re-running skips every key already present.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
+
+from medrobust.record import RunRecord
 
 
 class StoreError(RuntimeError):
@@ -35,24 +36,25 @@ class Store:
     def __contains__(self, key: str) -> bool:
         return self._conn.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone() is not None
 
-    def put(self, record: dict) -> None:
+    def put(self, record: RunRecord) -> None:
         """Insert (or replace) one finished run; committed before returning."""
         with self._conn:
             self._conn.execute("INSERT OR REPLACE INTO runs (key, record, finished) VALUES (?, ?, ?)",
-                               (record["key"], json.dumps(record), time.time()))
+                               (record.key, record.to_json(), time.time()))
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> RunRecord | None:
+        """The stored run (records of the previous, untyped version are converted; see ``RunRecord.from_json``)."""
         row = self._conn.execute("SELECT record FROM runs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else RunRecord.from_json(row[0])
 
     def finished_at(self, key: str) -> float | None:
         row = self._conn.execute("SELECT finished FROM runs WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def records(self, keys: list[str] | None = None) -> list[dict]:
+    def records(self, keys: list[str] | None = None) -> list[RunRecord]:
         """Stored records, in the order of ``keys`` (missing keys skipped) or insertion order."""
         if keys is None:
-            return [json.loads(r[0]) for r in self._conn.execute("SELECT record FROM runs ORDER BY rowid")]
+            return [RunRecord.from_json(r[0]) for r in self._conn.execute("SELECT record FROM runs ORDER BY rowid")]
         out = [self.get(k) for k in keys]
         return [r for r in out if r is not None]
 

@@ -1,4 +1,7 @@
-"""Report-side attacks on image+report classifiers: embedding-space PGD and word substitution.
+"""Attacks on the radiology report's text of image+report classifiers: embedding-space PGD and word substitution.
+
+Registered in the family ``report-attack`` (with the joint attack of :mod:`medrobust.attacks.joint`), apart
+from the image attacks of the family ``attack``: the call signature differs.
 
 ``attack(model, image, tokens, y, *, budget, task, texts=None, tokenizer=None, generator=None) -> AdversarialPair``
 (the report-side counterpart of DESIGN principle 6). ``model``: a :class:`~medrobust.models.heads.Classifier`
@@ -34,11 +37,10 @@ from torch import nn
 
 from medrobust.attacks.base import (AttackInputError, check_inputs, eot_samples, errors, eval_mode, loss_and_grad,
                                     predict)
-from medrobust.data.base import Task
 from medrobust.data.tokenizer import CLS, PAD
-from medrobust.methods.losses import task_loss
 from medrobust.models.heads import Classifier
 from medrobust.registry import register
+from medrobust.task import Task, task_loss
 
 WORD = re.compile(r"([^\W_]+)")  # a word: a maximal run of letters/digits (one BERT pre-token)
 CHUNK = 512  # candidate reports scored per forward pass
@@ -135,7 +137,7 @@ class EmbeddingPGDParams(BaseModel):
     random_start: bool = True
 
 
-@register("attack", "report-embedding-pgd")
+@register("report-attack", "report-embedding-pgd")
 class ReportEmbeddingPGD:
     """L2 PGD on the report's token embeddings, per token, within ``budget × mean embedding-row norm``.
 
@@ -239,7 +241,7 @@ def _match_case(like: str, term: str) -> str:
     return term[:1].upper() + term[1:] if like[:1].isupper() else term
 
 
-def _synonyms_at(parts: list[str], j: int) -> list[str]:
+def synonyms_at(parts: list[str], j: int) -> list[str]:
     """Synonyms for word ``parts[j]``, none inside compounds such as ``B/L`` or ``T-spine``."""
     before, after = parts[j - 1][-1:], parts[j + 1][:1]
     if (before and before in "/-") or (after and after in "/-"):
@@ -254,7 +256,7 @@ class WordSubstitutionParams(BaseModel):
     typos: bool = True
 
 
-@register("attack", "report-word-substitution")
+@register("report-attack", "report-word-substitution")
 class ReportWordSubstitution:
     """Greedy substitution of at most ``budget = k`` words of each report (TextFooler-style search).
 
@@ -305,7 +307,7 @@ class ReportWordSubstitution:
         return AdversarialPair(image, feats, out, adv, torch.as_tensor(edits, dtype=torch.int64, device=tokens.device))
 
     def _candidates(self, parts: list[str], j: int, rng: random.Random) -> list[str]:
-        cands = _synonyms_at(parts, j)[: self.params.max_candidates]
+        cands = synonyms_at(parts, j)[: self.params.max_candidates]
         room = self.params.max_candidates - len(cands)
         if self.params.typos and room > 0:
             pool = typos(parts[j])
@@ -317,7 +319,7 @@ class ReportWordSubstitution:
         parts = [WORD.split(t) for t in texts]  # words at odd indices; "".join(parts[i]) == texts[i]
         err, loss = score(torch.arange(n, device=device), tokens)  # [N], [N]
         current, done = (err.double() * _BIG + loss.double()).tolist(), (err >= 1.0).tolist()
-        positions = [[] if d else [j for j in range(1, len(p), 2) if _synonyms_at(p, j) or
+        positions = [[] if d else [j for j in range(1, len(p), 2) if synonyms_at(p, j) or
                                    (self.params.typos and typos(p[j]))] for p, d in zip(parts, done)]
         ranking = self._rank(score, tokens, parts, positions, loss, tokenizer)
         edits, pointer = [0] * n, [0] * n

@@ -1,4 +1,4 @@
-"""Report-side and joint image+report attacks on image+report models, per budget.
+"""Report-side and joint image+report attacks (family ``report-attack``) on image+report models, per budget.
 
 Runs on the same fixed attacked examples as the image attacks. Each attack returns an
 ``AdversarialPair`` (image, report features, and for discrete attacks the edited reports); accuracy is
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medrobust import registry
 from medrobust.data.base import Task, to_unit
+from medrobust.evaluation.adversarial import to_pixels
 from medrobust.evaluation.metrics import per_example_accuracy
 
 
@@ -35,8 +36,9 @@ def budget_key(budget) -> str:
 
 
 def _call_budget(budget):
+    """The budget as the attack takes it: a joint ``[ε ×1/255, k]`` becomes ``(ε in pixels, k)``."""
     if isinstance(budget, (list, tuple)):
-        return (float(budget[0]) / 255.0, int(budget[1]))
+        return (to_pixels(float(budget[0])), int(budget[1]))
     return budget
 
 
@@ -47,7 +49,7 @@ def evaluate_report_attacks(model, images: np.ndarray, tokens: np.ndarray, texts
     results: dict[str, dict[str, float]] = {}
     examples: dict[str, list[str]] = {}
     for spec in specs:
-        cls = registry.get("attack", spec.name)
+        cls = registry.get("report-attack", spec.name)
         attack = cls(cls.Params(**spec.params))
         results[spec.name] = {}
         for budget in spec.budgets:

@@ -1,0 +1,111 @@
+"""The method contract, declared once: what a registered method says about itself and how it is built.
+
+A registered method (``@register("method", name)``) is a small ``nn.Module`` whose ``forward(batch)``
+returns a dict with a scalar ``"loss"`` (plus detached extras to log); it may define ``after_step()``
+(momentum teachers, run after each optimiser step) and a ``generator`` (its own randomness). Besides
+``Params`` (a pydantic model that forbids unknown keys) it carries one declaration, ``info``:
+
+* ``MethodInfo(role="supervised")`` — an objective on labeled data:
+  ``__init__(self, model: Classifier, task: Task, params: Params | None = None)``.
+* ``MethodInfo(role="self-supervised", counterpart=...)`` — pre-training that trains the given encoders in
+  place: ``__init__(self, encoders: Encoders, params: Params | None = None, seed: int = 0)``. The study keeps
+  ``encoders.image`` (and ``text`` / ``fusion`` where the method uses them) and fine-tunes it with the
+  ``counterpart`` objective, the supervised arm it is compared with.
+
+Randomness seeded from the run seed comes from :func:`method_generator`, one generator per method, so
+every method sees the same streams on every machine (per rank under DDP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+
+from medrobust.engine.distributed import rank
+
+Role = Literal["supervised", "self-supervised"]
+
+_MODALITIES = (("image",), ("image", "text"))
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method declares about itself; read by the study, the report and the contract test.
+
+    Attributes:
+        display_name: how the report names it ("SimCLR", "MoCo v2", "Robust-MMR", "Supervised", ...).
+        role: ``"supervised"`` (an objective on labels) or ``"self-supervised"`` (pre-training).
+        modalities: the inputs it trains on: ``("image",)`` or ``("image", "text")``.
+        counterpart: self-supervised only: the registered supervised method that fine-tunes it and that it
+            is compared with (same modalities).
+        uses_fusion: pre-trains through a fusion encoder (``encoders.fusion``; mmr, robust-mmr).
+    """
+
+    display_name: str
+    role: Role
+    modalities: tuple[str, ...] = ("image",)
+    counterpart: str | None = None
+    uses_fusion: bool = False
+
+    def __post_init__(self) -> None:
+        who = self.display_name or "<unnamed>"
+        if not self.display_name:
+            raise ValueError("MethodInfo needs a display_name")
+        if self.role not in get_args(Role):
+            raise ValueError(f"{who}: role {self.role!r} is not one of {', '.join(get_args(Role))}")
+        if tuple(self.modalities) not in _MODALITIES:
+            raise ValueError(f"{who}: modalities {self.modalities!r} must be ('image',) or ('image', 'text')")
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.self_supervised and not self.counterpart:
+            raise ValueError(f"{who}: a self-supervised method must name its supervised counterpart")
+        if not self.self_supervised and self.counterpart is not None:
+            raise ValueError(f"{who}: a supervised method has no counterpart, got {self.counterpart!r}")
+        if self.uses_fusion and not (self.self_supervised and self.uses_text):
+            raise ValueError(f"{who}: uses_fusion needs a self-supervised image+text method")
+
+    @property
+    def self_supervised(self) -> bool:
+        return self.role == "self-supervised"
+
+    @property
+    def uses_text(self) -> bool:
+        return "text" in self.modalities
+
+
+@dataclass
+class Encoders:
+    """The modules a self-supervised method trains, in place (the study keeps them afterwards).
+
+    ``text`` is given to image+text methods, ``fusion`` to those with ``uses_fusion``; image-only methods
+    ignore ``text``.
+    """
+
+    image: nn.Module
+    text: nn.Module | None = None
+    fusion: nn.Module | None = None
+
+    def modules(self) -> dict[str, nn.Module]:
+        """``{"image": ..., "text": ..., "fusion": ...}``, leaving out those that are ``None``."""
+        named = {"image": self.image, "text": self.text, "fusion": self.fusion}
+        return {k: m for k, m in named.items() if m is not None}
+
+
+def method_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a method's randomness (views, masks, ...): seeded from the run seed and the rank."""
+    return torch.Generator().manual_seed(seed * 7919 + rank())
+
+
+def info_of(cls) -> MethodInfo:
+    """The :class:`MethodInfo` of a method class (or instance); a ``TypeError`` naming it if it has none."""
+    klass = cls if isinstance(cls, type) else type(cls)
+    info = getattr(klass, "info", None)
+    if not isinstance(info, MethodInfo):
+        name = getattr(klass, "registry_name", None)
+        label = f"{klass.__qualname__}" + (f" (method {name!r})" if name else "")
+        got = "none" if info is None else f"{type(info).__name__}"
+        raise TypeError(f"{label} declares no method contract: expected a class attribute "
+                        f"`info = MethodInfo(...)`, found {got}")
+    return info

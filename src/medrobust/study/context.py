@@ -1,0 +1,124 @@
+"""One run's context and its explicit pre-training step.
+
+:func:`pretrain` makes sure the pre-trained modules of a self-supervised arm exist as a checkpoint (trained
+once per method, parameters, seed and budget; reused by every label fraction, fine-tuning mode and task).
+A :class:`RunContext` then hands every downstream task (classification, retrieval, VQA) the same initial
+modules: freshly built from the run seed and, for a self-supervised arm, loaded from that checkpoint — so a
+run gives the same numbers whether its pre-training ran just now or was cached by an earlier study.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from medrobust import registry
+from medrobust.engine import checkpoint, distributed
+from medrobust.engine.train import FitConfig, FitResult, fit
+from medrobust.methods.contract import Encoders, MethodInfo, info_of
+from medrobust.models.build import InputFacts, ModelSpecs, build_encoders
+from medrobust.study.prepare import PreparedData
+from medrobust.study.spec import RunSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """Where a self-supervised arm's pre-trained modules are, and what it cost to get them."""
+
+    path: Path
+    seconds: float
+    cached: bool
+
+
+def inputs_of(data: PreparedData) -> InputFacts:
+    return InputFacts(tuple(data.dataset.image_shape), data.mean, data.std,
+                      data.tokenizer.vocab_size if data.has_text else None)
+
+
+def _modules(info: MethodInfo, image, text, fusion) -> Encoders:
+    return Encoders(image, text if info.uses_text else None, fusion if info.uses_fusion else None)
+
+
+def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: FitConfig, device: torch.device,
+             ckpt_dir: Path, log: Log) -> Pretrained:
+    """Pre-train the modules of the self-supervised arm of ``run`` into a checkpoint, unless it exists."""
+    cls = registry.get("method", run.method.name)
+    info = info_of(cls)
+    path = ckpt_dir / f"{run.method.name}-seed{run.seed}-{run.pretrain_key}.pt"
+    if path.exists():
+        return Pretrained(path, 0.0, True)
+    encoders = _modules(info, *build_encoders(specs, inputs_of(data), run.seed, pretraining_fusion=info.uses_fusion))
+    method = cls(encoders, cls.Params.model_validate(run.method.params), seed=run.seed)
+    log(f"pre-training {run.method.label} (seed {run.seed}) on {len(data.train)} training "
+        f"{'image-report pairs' if info.uses_text else 'images'}, {budget.steps} steps")
+    quarter = max(1, budget.steps // 4)
+    progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.label}: step {step}/{total}")  # noqa: E731
+    result = fit(method, data.train_tensors(labels=False, text=info.uses_text, sites=True), budget, seed=run.seed,
+                 device=device, progress=progress)
+    if distributed.is_main():
+        checkpoint.save_modules(path, encoders.modules(), meta={
+            "method": run.method.label, "seed": run.seed, "losses": result.losses[:: max(1, len(result.losses) // 50)]})
+    distributed.barrier()
+    return Pretrained(path, result.seconds, False)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every downstream task of one run needs: the run, its data, its modules' specs and budgets.
+
+    ``pretrained`` is the checkpoint of a self-supervised arm (``None``: the arm starts from a fresh
+    initialisation); ``objective`` the supervised objective that fine-tunes it.
+    """
+
+    run: RunSpec
+    data: PreparedData
+    specs: ModelSpecs
+    finetune: FitConfig
+    device: torch.device
+    pretrained: Pretrained | None = None
+
+    @property
+    def info(self) -> MethodInfo:
+        return info_of(registry.get("method", self.run.method.name))
+
+    @property
+    def objective(self) -> type:
+        """The class of the fine-tuning objective: the method itself, or a self-supervised arm's counterpart."""
+        name = self.info.counterpart if self.info.self_supervised else self.run.method.name
+        return registry.get("method", name)
+
+    @property
+    def uses_text(self) -> bool:
+        return info_of(self.objective).uses_text
+
+    def modules(self) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
+        """Fresh ``(image, text, fusion)`` for one task: built from the run seed, loaded from the pre-trained
+        checkpoint; text and fusion only for image+text objectives, fusion only when the study fuses downstream."""
+        info = self.info
+        image, text, fusion = build_encoders(self.specs, inputs_of(self.data), self.run.seed,
+                                             pretraining_fusion=info.uses_fusion)
+        if self.pretrained is not None:
+            checkpoint.load_modules(self.pretrained.path, _modules(info, image, text, fusion).modules())
+        if self.specs.fusion is None:
+            fusion = None  # late fusion downstream (a pre-training fusion module is not carried over)
+        return image, (text if self.uses_text else None), (fusion if self.uses_text else None)
+
+    def fit(self, objective: nn.Module, tensors: dict, model) -> FitResult:
+        """Fine-tune ``objective`` on ``tensors``; a linear probe first freezes ``model``'s encoders."""
+        if self.run.mode == "linear":
+            model.freeze_encoders()
+        return fit(objective, tensors, self.finetune, seed=self.run.seed, device=self.device)
+
+
+def timed(fn: Callable, *args, **kwargs) -> tuple[object, float]:
+    """``(fn(*args, **kwargs), seconds)``."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start

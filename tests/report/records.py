@@ -1,0 +1,30 @@
+"""Build typed run records and study facts from the compact dicts the report tests write.
+
+The tests describe a run in the previous (dict) record layout with only the fields they need; this fills the
+rest with neutral defaults and converts it with :meth:`RunRecord.from_legacy`, the same path that reads a store
+written by the previous version.
+"""
+
+from medrobust.record import RunRecord, StudyFacts
+
+
+def record(d: dict) -> RunRecord:
+    d = dict(d)
+    d.setdefault("key", f"{d['method']}-{d.get('fraction')}-{d.get('seed')}")
+    d.setdefault("kind", "self-supervised" if d.get("counterpart") else "supervised")
+    metrics = dict(d.get("metrics") or {})
+    metrics.setdefault("clean", {"acc": float("nan")})
+    d["metrics"] = metrics
+    return RunRecord.from_legacy(d)
+
+
+def records(ds) -> list[RunRecord]:
+    return [record(d) for d in ds]
+
+
+def facts(d: dict | None = None) -> StudyFacts:
+    """``StudyFacts`` from a dict that may name the arms ``methods`` (as the tests' setups do)."""
+    d = dict(d or {})
+    if "methods" in d:
+        d["arms"] = d.pop("methods")
+    return StudyFacts(**d)
