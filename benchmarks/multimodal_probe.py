@@ -4,7 +4,7 @@ Pre-trains the study's default image encoder (``cnn``, width 16) with the report
 and, for mmr / robust-mmr, the fusion encoder (dim 64, depth 1), on the synthetic training pairs (sites A-C,
 900 per site), for a fixed step budget (150 × 256, AdamW lr 2e-3 as in the study). Then the frozen *image*
 features are probed with 10% of the training labels (task: normal vs abnormal; mean over label draws),
-evaluated on the test split, exactly as ``benchmarks/ssl_zoo.py`` does (kNN k=20, linear = L-BFGS logistic
+evaluated on the validation split (``--split``), exactly as ``benchmarks/ssl_zoo.py`` does (kNN k=20, linear = L-BFGS logistic
 regression). ``random init`` is the untrained encoder. Time and peak memory of pre-training per method.
 
 Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/multimodal_probe.py [--steps 150] [--batch 256] [--params '{"robust-mmr": {"domain_weight": 0.5}}']
@@ -56,10 +56,11 @@ def run_one(method: str, args) -> dict:
                      device=torch.device("cpu"))
         seconds, memory = result.seconds, peak_rss_mib() - base
     device = torch.device("cpu")
-    train_f, test_f = features(image, ds.train.images, device), features(image, ds.test.images, device)
-    train_y, test_y = torch.as_tensor(ds.train.labels), torch.as_tensor(ds.test.labels)
+    split = getattr(ds, args.split)
+    train_f, eval_f = features(image, ds.train.images, device), features(image, split.images, device)
+    train_y, eval_y = torch.as_tensor(ds.train.labels), torch.as_tensor(split.labels)
     return {"method": method, "seconds": seconds, "memory": memory,
-            **probes(train_f, train_y, test_f, test_y, ds.train.labels, 0.1, 2, args.label_seeds)}
+            **probes(train_f, train_y, eval_f, eval_y, ds.train.labels, 0.1, 2, args.label_seeds)}
 
 
 def main(argv=None) -> None:
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
     rows = each_in_fresh_process(run_one, args)
     rand = next((r["linear"] for r in rows if r["method"] == RANDOM), float("nan"))
     print(f"synthetic pairs, {args.steps} steps × batch {args.batch}, parameters {args.params}, "
-          f"probes at 10% labels "
+          f"probes at 10% labels, scored on the {args.split} split "
           f"(mean over {args.label_seeds} label draws)\n")
     print("| method | kNN acc | linear acc (± sd) | linear − random init (pp) | pre-train time s | peak memory MiB |")
     print("|---|---|---|---|---|---|")

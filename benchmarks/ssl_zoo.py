@@ -3,7 +3,8 @@
 For each method (and ``random init``, the untrained encoder): pre-train the study's default encoder
 (``cnn``, width 16) on the training images for a fixed step budget (AdamW, the study's pre-training
 defaults: lr 2e-3, warm-up + cosine), then on frozen features, with 10% of the training labels
-(stratified; mean over ``--label-seeds`` draws), evaluated on the test split:
+(stratified; mean over ``--label-seeds`` draws), evaluated on the validation split (``--split test`` only
+to report a choice already made — defaults are selected on the validation split, never on the test split):
 
 * kNN: k = 20 nearest labeled training images by cosine similarity, weighted vote with weights
   ``exp(s/0.07)`` (Wu et al. 2018, the protocol of InstDisc/DINO), on centred features (the mean of the
@@ -160,12 +161,13 @@ def run_one(method: str, args) -> dict:
         seconds = result.seconds
         memory = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
                   else peak_rss_mib() - base)
-    train_f, test_f = features(encoder, ds.train.images, device), features(encoder, ds.test.images, device)
-    train_y, test_y = torch.as_tensor(ds.train.labels), torch.as_tensor(ds.test.labels)
-    std_feat = F.normalize(test_f, dim=1).std(dim=0).mean().item() * test_f.shape[1] ** 0.5
+    split = getattr(ds, args.split)
+    train_f, eval_f = features(encoder, ds.train.images, device), features(encoder, split.images, device)
+    train_y, eval_y = torch.as_tensor(ds.train.labels), torch.as_tensor(split.labels)
+    std_feat = F.normalize(eval_f, dim=1).std(dim=0).mean().item() * eval_f.shape[1] ** 0.5
     return {"method": method, "seconds": seconds, "memory": memory, "std": std_feat, "n_train": len(ds.train),
-            "n_test": len(ds.test), **probes(train_f, train_y, test_f, test_y, ds.train.labels, args.fraction,
-                                             ds.task.n_outputs, args.label_seeds)}
+            "n_eval": len(split), **probes(train_f, train_y, eval_f, eval_y, ds.train.labels, args.fraction,
+                                           ds.task.n_outputs, args.label_seeds)}
 
 
 def pretrain_probe_args(description: str, methods: list[str], params_example: str) -> argparse.ArgumentParser:
@@ -179,6 +181,8 @@ def pretrain_probe_args(description: str, methods: list[str], params_example: st
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument("--methods", nargs="*", default=[RANDOM] + methods)
     ap.add_argument("--params", default="{}", help=f"JSON of method parameters, e.g. '{params_example}'")
+    ap.add_argument("--split", choices=("val", "test"), default="val",
+                    help="split the probes are scored on: select defaults on val; test only to report a final choice")
     return ap
 
 
@@ -190,7 +194,7 @@ def main(argv=None) -> None:
     rows = each_in_fresh_process(run_one, args)
     r = rows[0]
     print(f"\ndata {args.data}: {r['n_train']} training images ({r['n_labeled']} labeled, {args.fraction:g}), "
-          f"{r['n_test']} test; {args.steps} steps x batch {args.batch}, lr {args.lr:g}; "
+          f"{r['n_eval']} {args.split}; {args.steps} steps x batch {args.batch}, lr {args.lr:g}; "
           f"probe accuracy = mean ± sd over {args.label_seeds} label subsets\n")
     print("| method | kNN acc | linear acc | pretrain time s | peak memory MiB | feature std·√D |")
     print("|---|---|---|---|---|---|")
