@@ -137,6 +137,7 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
 
 @pytest.mark.parametrize("name, has_text, n_runs, arms", [
     ("quick", True, 27, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr"}),
+    ("full", True, 45, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr"}),
     ("multimodal", True, 39, {"supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
                               "robust-mmr(perturb_eps=0, saliency=0)", "robust-mmr(domain_weight=0, site_weight=0)",
                               "robust-mmr(resilience_weight=0)"}),
@@ -155,7 +156,12 @@ def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
         assert len(runs) == n_runs
     if arms is not None:
         assert {r.method.label for r in runs} == arms
-    if name == "quick":  # the sparse-label image+report arms, the image arms at both fractions
+    if name == "full":  # the study for conclusions: the quick grid with more seeds, images and attack budget
+        cfg, quick = load_config("configs/full.yaml"), load_config("configs/quick.yaml")
+        assert len(cfg.seeds) >= 5 and cfg.evaluation.max_adversarial == 300
+        assert cfg.evaluation.worst_case == "autoattack"
+        assert cfg.methods == quick.methods and cfg.label_fractions == quick.label_fractions
+    if name in ("quick", "full"):  # the sparse-label image+report arms, the image arms at both fractions
         assert {r.fraction for r in runs if r.method.name in ("clip", "robust-mmr")} == {0.1}
         assert {r.fraction for r in runs if r.method.name == "simclr"} == {0.1, 1.0}
 

@@ -202,7 +202,8 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
         for t in mm:
             table(t)
     b.append(("h", 2, "Paired comparison"))
-    comp = tables.comparison_table(answer_mod.comparisons(records, setup), marks)
+    comp = tables.comparison_table(answer_mod.comparisons(records, setup)
+                                   + answer_mod.defense_comparisons(records, setup), marks)
     b.append(("table", comp) if comp else ("md", "No self-supervised arm has a counterpart with shared seeds."))
     b.append(("h", 2, "Evaluation self-checks"))
     checks = tables.checks_table(records, setup)

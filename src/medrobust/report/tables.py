@@ -319,25 +319,48 @@ def corruption_tables(records: list[RunRecord], setup: StudyFacts, severity: obj
     return out
 
 
+def _test_name(c: dict) -> str:
+    if c.get("test") == "bootstrap":
+        return f"bootstrap ({c['n']} seeds × {c['n_examples']} examples)"
+    return "paired t (seeds only)"
+
+
+COMPARISON_NOTE = (
+    "Pairs share label fraction and seed. Difference = arm − counterpart. The 95% CI and p come from the test "
+    "named in 'test': a hierarchical paired bootstrap (seeds resampled, then test examples within each seed, the "
+    f"same examples for both arms; {stats.N_BOOT} resamples with a fixed seed, percentile CI, two-sided bootstrap "
+    "p) when both arms' records carry per-example outcomes, else a paired t over seeds; the seeds-only t CI is "
+    "shown for every row. Multiplicity: Holm–Bonferroni within each family (headline robustness, retrieval and "
+    "VQA, ablations, defenses, secondary); 'better' / 'worse' only when the Holm-adjusted p < 0.05. A non-clear "
+    "difference is 'no difference larger than X pp' (X the far end of its 95% CI rounded up to 0.5 pp, when "
+    "X ≤ 3) or 'inconclusive'; a difference with zero variance (p undefined) is 'undetermined'. Runs failing "
+    "above_chance are left out of every comparison, runs failing an attack self-check (gradients_nonzero, "
+    "large_eps_breaks, eps0_equals_clean, monotone_in_eps) out of the worst-case and gap comparisons: their "
+    "seed pairs are counted under 'excluded pairs'. For the robustness gap smaller is better, so a negative "
+    "difference is 'better'.")
+
+
 def comparison_table(comparisons: list[dict], marks: set | None = None) -> Table | None:
-    """Paired self-supervised vs counterpart table from :func:`medrobust.report.answer.comparisons`."""
+    """Paired comparison table from :func:`medrobust.report.compare.comparisons` (and ``defense_comparisons``):
+    raw and Holm-adjusted p, the test used, the seeds-only t CI, excluded seed pairs and the verdict."""
     rows = []
     for c in comparisons:
         flag = marks and c["metric"] in ("worst_ref", "gap") and \
             ({(c["arm"], c["fraction"]), (c["counterpart"], c["fraction"])} & marks)
         rows.append([
             c["arm"] + (f" {WARN}" if flag else ""), c["counterpart"], f"{fmt_fraction(c['fraction'])}",
-            c["label"], fmt_value(c["mean_b"], c["unit"]), fmt_value(c["mean_a"], c["unit"]),
+            c["label"], stats.FAMILIES.get(c["family"], c["family"]).split(" (")[0],
+            fmt_value(c["mean_b"], c["unit"]), fmt_value(c["mean_a"], c["unit"]),
             stats.fmt_diff(c["mean_diff"], c["unit"]), stats.fmt_ci(c["ci_low"], c["ci_high"], c["unit"]),
-            stats.fmt_p(c["p"]), str(c["n"]), c["verdict"],
+            _test_name(c), stats.fmt_ci(c["t_ci_low"], c["t_ci_high"], c["unit"]),
+            stats.fmt_p(c["p"]), stats.fmt_p(c["p_adj"]), str(c["n"]), str(len(c["excluded"])), c["verdict"],
         ])
     if not rows:
         return None
     return Table("",
-                 ["arm", "counterpart", "labels", "metric", "counterpart (%)", "arm (%)", "difference (pp)",
-                  "95% CI (pp)", "p (paired t)", "n pairs", "verdict"], rows,
-                 "Pairs share label fraction and seed. Difference = arm − counterpart. For the robustness gap "
-                 "smaller is better, so a negative difference is 'better'.")
+                 ["arm", "counterpart", "labels", "metric", "family", "counterpart (%)", "arm (%)", "difference (pp)",
+                  "95% CI (pp)", "test", "seeds-only t 95% CI (pp)", "p", "p (Holm)", "n pairs", "excluded pairs",
+                  "verdict"], rows, COMPARISON_NOTE)
 
 
 def checks_table(records: list[RunRecord], setup: StudyFacts) -> Table | None:
