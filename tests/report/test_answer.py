@@ -331,19 +331,24 @@ def test_headline_uses_the_hierarchical_bootstrap_when_records_carry_per_example
     recs = _with_per_example(grid())
     comps = {c["metric"]: c for c in comparisons(recs, SETUP)}
     w = comps["worst_ref"]
-    assert w["test"] == "bootstrap" and w["n_examples"] == 100
+    assert w["test"] == "paired t + bootstrap" and w["n_examples"] == 100
     rows = lambda arm: [r["metrics"]["per_example"]["worst@2"] for r in recs if r["method"] == arm]  # noqa: E731
     boot = stats.hierarchical_bootstrap(rows("simclr"), rows("supervised"))
-    assert (w["ci_low"], w["ci_high"], w["p"]) == (boot["ci_low"], boot["ci_high"], boot["p"])
     seeds_only = stats.paired(SSL_WORST, SUP_WORST)
+    assert (w["boot_ci_low"], w["boot_ci_high"], w["boot_p"]) == (boot["ci_low"], boot["ci_high"], boot["p"])
     assert (w["t_ci_low"], w["t_ci_high"], w["t_p"]) == pytest.approx(
         (seeds_only["ci_low"], seeds_only["ci_high"], seeds_only["p"]))
+    # both tests must find it: the larger p, the CI spanning both
+    assert w["p"] == max(boot["p"], seeds_only["p"])
+    assert w["ci_low"] == pytest.approx(min(boot["ci_low"], seeds_only["ci_low"]))
+    assert w["ci_high"] == pytest.approx(max(boot["ci_high"], seeds_only["ci_high"]))
     gap = comps["gap"]  # per attacked example: worst case at ε=0 minus at the reference ε
-    assert gap["test"] == "bootstrap" and gap["ci_high"] < 0 and gap["kind"] == stats.BETTER
+    assert gap["test"] == "paired t + bootstrap" and gap["ci_high"] < 0 and gap["kind"] == stats.BETTER
     clean_acc = comps["clean_acc"]
     assert clean_acc["test"] == "paired t"  # no per-example data for clean accuracy: seeds only
     text = ans(recs, SETUP)
     assert "3 seeds × 100 test examples" in text and "hierarchical paired bootstrap over seeds and test examples" in text
+    assert "called clear only when both find it" in text
     # one record without per-example data: that comparison falls back to the seeds-only test, and says so
     recs[0]["metrics"].pop("per_example")
     comps = {c["metric"]: c for c in comparisons(recs, SETUP)}
@@ -353,11 +358,12 @@ def test_headline_uses_the_hierarchical_bootstrap_when_records_carry_per_example
     assert tests["mean corruption accuracy"].startswith("paired t") and "paired t" in tests["held-out-site accuracy"]
 
 
-def test_bootstrap_over_examples_judges_what_seeds_alone_cannot():
+def test_a_difference_the_seeds_cannot_test_stays_undetermined_whatever_the_bootstrap_says():
     recs = _with_per_example(grid(ssl_worst=[w + 0.05 for w in SUP_WORST]))  # +5 pp on every seed exactly
     (w,) = [c for c in comparisons(recs, SETUP) if c["metric"] == "worst_ref"]
-    assert w["test"] == "bootstrap" and math.isnan(w["t_p"])  # the t test is undefined
-    assert w["kind"] == stats.BETTER and w["ci_low"] > 0  # 5 of 100 examples per seed: clear over the examples
+    assert w["test"] == "paired t + bootstrap" and math.isnan(w["t_p"])  # the t test is undefined
+    assert w["boot_p"] < 0.05  # the bootstrap alone would call it clear (5 of 100 examples per seed) ...
+    assert w["kind"] == stats.UNDETERMINED  # ... but the seed-to-seed variance is unknown: not clear
 
 
 def test_a_run_failing_a_self_check_is_not_paired():

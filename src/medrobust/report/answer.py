@@ -13,7 +13,7 @@ import math
 
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
-from medrobust.report.compare import (COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOOT, comparisons,  # noqa: F401
+from medrobust.report.compare import (COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH, comparisons,  # noqa: F401
                                       defense_comparisons)
 from medrobust.report.stats import (BETTER, BOUNDED, CLEAR, INCONCLUSIVE, TOO_FEW, UNDETERMINED, WORSE, fmt_ci,
                                     fmt_diff, fmt_eps, fmt_fraction, fmt_p, fmt_value)
@@ -124,7 +124,7 @@ def _excluded_note(c: dict) -> str:
 def _numbers(c: dict) -> str:
     """``"+13.8 pp, 95% CI +6.1 to +21.5, 3 seeds × 100 test examples, p 0.004, Holm-adjusted p 0.012"``."""
     seeds = f"{c['n']} seed" + ("s" if c["n"] != 1 else "")
-    if c.get("test") == TEST_BOOT and c.get("n_examples"):
+    if c.get("test") == TEST_BOTH and c.get("n_examples"):
         seeds += f" × {c['n_examples']} test examples"
     if c["n"] < 2:
         return f"{fmt_diff(c['mean_diff'])} pp, {seeds}, no CI{_excluded_note(c)}"
@@ -277,13 +277,14 @@ def _headline(robust: list[dict], ref: str | None) -> str:
     what = {"worst_ref": f"worst-case accuracy at ε={fmt_eps(ref)}" if ref else "worst-case accuracy",
             "corr_mean": "mean corruption accuracy", "holdout_acc": "held-out-site accuracy"}
     kinds = [f"{ROBUSTNESS[k]} ({what[k]})" for k in ROBUSTNESS if any(c["metric"] == k for c in robust)]
-    boot = sum(c["test"] == TEST_BOOT for c in robust)
+    boot = sum(c["test"] == TEST_BOTH for c in robust)
     how = "95% CI and p from a paired t over seeds (the records carry no per-example outcomes)"
     if boot:
-        how = ("95% CI and p from a hierarchical paired bootstrap over seeds and test examples "
-               f"({stats.N_BOOT} resamples)")
+        how = ("each difference tested twice — a paired t over seeds and a hierarchical paired bootstrap over seeds "
+               f"and test examples ({stats.N_BOOT} resamples) — and called clear only when both find it (the larger "
+               "p; the CI spans both)")
         if boot < len(robust):
-            how += f" for {boot}, from a paired t over seeds for the other {len(robust) - boot}"
+            how += f" for {boot}, a paired t over seeds alone for the other {len(robust) - boot}"
     return (f"**{s}** Compared: {', '.join(kinds)}; differences are self-supervised − supervised in percentage "
             f"points (pp); {how}. 'Clearly' means a Holm-adjusted p < 0.05 — {_chance(robust)}. A non-clear "
             "difference is a bounded null (the 95% CI excludes any difference larger than X pp, X ≤ 3) or "

@@ -5,9 +5,14 @@ on each metric; :func:`defense_comparisons` pairs every defended arm with its un
 carries its family (:data:`medrobust.report.stats.FAMILIES`), the raw and the Holm-adjusted p within that
 family, and the verdict of :func:`medrobust.report.stats.classify` on the adjusted p.
 
-The test: a *hierarchical paired bootstrap* over seeds and test examples (:func:`stats.hierarchical_bootstrap`)
-for the metrics whose records carry per-example outcomes (:func:`per_example`), else the paired t over seeds
-(:func:`stats.paired`), whose CI is kept as a second column (``t_ci_low``, ``t_ci_high``, ``t_p``) either way.
+The test: the paired t over seeds (:func:`stats.paired`; training-seed variance) and, for the metrics whose
+records carry per-example outcomes (:func:`per_example`), a *hierarchical paired bootstrap* over seeds and test
+examples (:func:`stats.hierarchical_bootstrap`; test-set variance too). Either alone misleads: the t ignores that
+every run is scored on the same finite test set, and with few seeds the bootstrap underestimates the seed-to-seed
+variance (it resamples only the seeds there are, with no small-sample quantile: on a 3-seed study it gave
+−19 to +13 pp where the t gave −44 to +42). So with both, a comparison's p is the larger of the two and its CI
+the envelope of both: it is clear only when both tests find it. The t's own CI stays a column (``t_ci_low``,
+``t_ci_high``, ``t_p``).
 
 Runs that fail a self-check are kept out of the comparisons they would distort: a run failing
 :data:`EXCLUDE_ALL` from every comparison, one failing :data:`EXCLUDE_ADVERSARIAL` from
@@ -36,7 +41,7 @@ EXCLUDE_ALL = ("above_chance",)
 EXCLUDE_ADVERSARIAL = ("gradients_nonzero", "large_eps_breaks", "eps0_equals_clean", "monotone_in_eps")
 ADVERSARIAL_METRICS = ("worst_ref", "gap")
 
-TEST_BOOT = "bootstrap"
+TEST_BOTH = "paired t + bootstrap"
 TEST_T = "paired t"
 
 
@@ -74,8 +79,8 @@ def paired_test(metric: tables.Metric, a: list[RunRecord], b: list[RunRecord], r
 
     Returns :func:`stats.paired`'s fields (the difference of the records' metric means) with ``t_ci_low``,
     ``t_ci_high``, ``t_p`` (the seeds-only t) and ``test``; with the bootstrap (both arms carry per-example
-    outcomes of equal length for every seed, and at least two seeds) ``ci_low``, ``ci_high``, ``p`` and
-    ``n_examples`` are the bootstrap's.
+    outcomes of equal length for every seed, and at least two seeds) ``ci_low`` / ``ci_high`` are the envelope of
+    both CIs, ``p`` the larger p (NaN if either is undefined), ``boot_*`` and ``n_examples`` the bootstrap's.
     """
     res = stats.paired([metric.get(r) for r in a], [metric.get(r) for r in b])
     res.update(t_ci_low=res["ci_low"], t_ci_high=res["ci_high"], t_p=res["p"], test=TEST_T, n_examples=None)
@@ -88,9 +93,15 @@ def paired_test(metric: tables.Metric, a: list[RunRecord], b: list[RunRecord], r
         boot = _bootstrap(tuple(map(tuple, rows_a)), tuple(map(tuple, rows_b)))
     except ValueError:
         return res
-    res.update(ci_low=boot["ci_low"], ci_high=boot["ci_high"], p=boot["p"], test=TEST_BOOT,
-               n_examples=boot["n_examples"])
+    res.update(ci_low=min(boot["ci_low"], res["t_ci_low"]), ci_high=max(boot["ci_high"], res["t_ci_high"]),
+               p=_larger(boot["p"], res["t_p"]), test=TEST_BOTH, n_examples=boot["n_examples"],
+               boot_ci_low=boot["ci_low"], boot_ci_high=boot["ci_high"], boot_p=boot["p"])
     return res
+
+
+def _larger(p: float, q: float) -> float:
+    """The larger p value; undefined (NaN) when either is (e.g. zero variance over seeds: undetermined)."""
+    return math.nan if math.isnan(p) or math.isnan(q) else max(p, q)
 
 
 @functools.lru_cache(maxsize=512)

@@ -320,17 +320,18 @@ def corruption_tables(records: list[RunRecord], setup: StudyFacts, severity: obj
 
 
 def _test_name(c: dict) -> str:
-    if c.get("test") == "bootstrap":
-        return f"bootstrap ({c['n']} seeds × {c['n_examples']} examples)"
+    if c.get("test") == "paired t + bootstrap":
+        return f"paired t and bootstrap ({c['n']} seeds × {c['n_examples']} examples), both required"
     return "paired t (seeds only)"
 
 
 COMPARISON_NOTE = (
     "Pairs share label fraction and seed. Difference = arm − counterpart. The 95% CI and p come from the test "
-    "named in 'test': a hierarchical paired bootstrap (seeds resampled, then test examples within each seed, the "
-    f"same examples for both arms; {stats.N_BOOT} resamples with a fixed seed, percentile CI, two-sided bootstrap "
-    "p) when both arms' records carry per-example outcomes, else a paired t over seeds; the seeds-only t CI is "
-    "shown for every row. Multiplicity: Holm–Bonferroni within each family (headline robustness, retrieval and "
+    "named in 'test': when both arms' records carry per-example outcomes, a paired t over seeds AND a "
+    "hierarchical paired bootstrap (seeds resampled, then test examples within each seed, the same examples for "
+    f"both arms; {stats.N_BOOT} resamples with a fixed seed, percentile CI, two-sided bootstrap p), the larger p "
+    "and the CI spanning both (with few seeds the bootstrap alone understates the seed-to-seed variance); else the "
+    "paired t over seeds alone. The seeds-only t CI is shown for every row. Multiplicity: Holm–Bonferroni within each family (headline robustness, retrieval and "
     "VQA, ablations, defenses, secondary); 'better' / 'worse' only when the Holm-adjusted p < 0.05. A non-clear "
     "difference is 'no difference larger than X pp' (X the far end of its 95% CI rounded up to 0.5 pp, when "
     "X ≤ 3) or 'inconclusive'; a difference with zero variance (p undefined) is 'undetermined'. Runs failing "
