@@ -166,7 +166,9 @@ class RunRecord(_Model):
 
     ``arm`` is the label the report shows (``simclr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at``,
     ``simclr [linear]``); ``method`` the registered method name and ``display_name`` its human name;
-    ``undefended`` the arm this one is compared with when it has a ``defense``.
+    ``undefended`` the arm this one is compared with when it has a ``defense``; ``augmented`` the corruption
+    names that the run's training augmentations also apply (pre-training views and fine-tuning views; e.g.
+    ``gaussian-noise``, ``contrast``), so the report tells corruptions seen in augmentation from held-out ones.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -175,6 +177,7 @@ class RunRecord(_Model):
     method: str
     display_name: str
     method_params: dict[str, Any] = {}
+    augmented: list[str] = []
     role: Literal["supervised", "self-supervised"]
     counterpart: str | None = None
     modalities: tuple[str, ...] = ("image",)

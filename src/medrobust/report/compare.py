@@ -160,7 +160,8 @@ def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> li
         arm_recs = [r for r in records if r.arm == arm]
         base = tables.ablation_base(records, arm)
         cp = base or next((r.counterpart for r in arm_recs if r.counterpart), None)
-        if cp is None or not any(r.self_supervised for r in arm_recs) or any(r.defense for r in arm_recs):
+        if cp is None or (base is None and not any(r.self_supervised for r in arm_recs)) or \
+                any(r.defense for r in arm_recs):  # e.g. supervised(augment=False) is an ablation of supervised
             continue  # defended arms are compared with their undefended arm (defense_comparisons)
         both_text = any(r.uses_text for r in arm_recs) and any(r.arm == cp and r.uses_text for r in records)
         for f in tables.fraction_order(records):
