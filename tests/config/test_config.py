@@ -136,7 +136,7 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
 
 
 @pytest.mark.parametrize("name, has_text, n_runs, arms", [
-    ("quick", True, 27, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr"}),
+    ("quick", True, 21, {"supervised", "simclr", "supervised-multimodal", "clip", "robust-mmr"}),
     ("full", True, 45, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr"}),
     ("multimodal", True, 39, {"supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
                               "robust-mmr(perturb_eps=0, saliency=0)", "robust-mmr(domain_weight=0, site_weight=0)",
