@@ -29,6 +29,7 @@ LEGACY = {  # a record as medrobust wrote it before the typed schema (abridged f
                                               "median_rank": 31.0, "tied": 0.0, "n": 200}}
                       for c in ("clean", "perturbed report (2 words)", "adversarial image (PGD-10, ε=2/255)")},
         "vqa": {"clean": {"overall": {"accuracy": 0.7, "correct": 420, "n": 600}},
+                "corrupted image": {"overall": {"accuracy": 0.56, "correct": 334.25, "n": 600.0}},  # mean of 4
                 "question only (image missing)": {"overall": {"accuracy": 0.5, "correct": 300, "n": 600}},
                 "n_train_questions": 180}},
     "timing": {"pretrain_s": 8.0, "pretrain_cached": False, "finetune_s": 6.0, "defense_s": 0.0,
@@ -46,7 +47,8 @@ def test_previous_records_convert_field_by_field():
     assert set(r.tasks.retrieval) == {"clean", "perturbed_text", "adversarial_image"}  # display labels -> ids
     assert r.tasks.retrieval["clean"].image_to_report.recall_at == {1: 0.02, 5: 0.1, 10: 0.2}
     assert (r.tasks.text_edits, r.tasks.attack_eps) == (2, 2.0)
-    assert set(r.tasks.vqa) == {"clean", "image_missing"} and r.tasks.vqa_train_questions == 180
+    assert set(r.tasks.vqa) == {"clean", "corrupted_image", "image_missing"} and r.tasks.vqa_train_questions == 180
+    assert r.tasks.vqa["corrupted_image"].overall.correct == 334.25  # averaged over the corruptions
     assert r.timing.total_s == pytest.approx(46.1)
 
 

@@ -103,9 +103,12 @@ class RetrievalScores(_Model):
 
 
 class Accuracy(_Model):
+    """Accuracy over ``n`` questions, ``correct`` of them right; under ``corrupted_image`` both are means over the
+    study's corruptions (so ``correct`` need not be a whole number)."""
+
     accuracy: float
-    correct: int | None = None
-    n: int
+    correct: float | None = None
+    n: float
 
 
 class VQAScores(_Model):
