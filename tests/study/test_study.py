@@ -220,7 +220,7 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
     overrides = tiny_overrides(out) + [
         "seeds=[0]", "label_fractions=[0.5]", "multimodal.fusion={name: fusion, dim: 32}",
         "multimodal.tasks=[retrieval, vqa]", "multimodal.retrieval_pairs=20", "multimodal.vqa_questions=30",
-        "finetune.mode=[full, knn]",
+        "finetune.mode=[full, knn]", "evaluation.corruptions=[gaussian-noise, jpeg]",  # averaged task conditions
         "methods=[supervised, {name: supervised, defense: input-noise}, simclr, supervised-multimodal, mmr, "
         "{name: robust-mmr, domain_weight: 0}, {name: supervised-multimodal, defense: fusion-noise}]"]
     assert main(["study", "configs/quick.yaml", *overrides]) == 0
