@@ -180,7 +180,8 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
-    metrics["worst_case_sequence"], metrics["worst_case_broke"] = [s.name for s in cfg.sequence()], broke
+    metrics["worst_case_broke"] = broke  # keyed by what ran (apgd-dlr becomes apgd-ce-restarts on 2-class tasks)
+    metrics["worst_case_sequence"] = [s.label for s in adversarial.sequence_steps(cfg.sequence(), task)]
     if getattr(model, "randomized", False):  # what an attack that ignores the randomness would report
         blind = AttackTarget(adversarial.WithoutEOT(model), target.images, target.labels, task, target.text_feats, bs)
         pgd = adversarial.build_attack(adversarial.REFERENCE_PGD)
