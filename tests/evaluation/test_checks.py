@@ -29,3 +29,9 @@ def test_above_chance_flags_a_model_that_did_not_learn():
     multi = np.array([[1, 0]] * 9 + [[0, 0]])  # majority rates 0.9 and 1.0 -> 0.95
     assert not checks.above_chance(0.95, multi, multilabel=True)["passed"]
     assert checks.above_chance(0.98, multi, multilabel=True)["passed"]
+
+
+def test_eps0_check_covers_the_worst_case():
+    clean = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    bad = checks.eps0_equals_clean(clean, {"pgd": {0.0: clean.clone()}}, worst=torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert not bad["passed"] and "the worst case changed 1 of 4" in bad["detail"]

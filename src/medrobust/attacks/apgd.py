@@ -33,9 +33,12 @@ Losses (logits ``z`` ``[N, K]``, ``π`` = the indices sorting ``z`` in decreasin
   does not exist, and any shift- *and* scale-invariant function of two logits is piecewise constant (a
   function of the sign of ``z₁ − z₀``), so the untargeted margin ``z_other − z_y`` (the CW loss, shift-
   invariant) is used unscaled — with sign steps and loss *comparisons* only, a per-example positive scale
-  would not change the run anyway. Multilabel: per-finding margins ``s_k = (1 − 2y_k)·z_k`` (> 0 when the
-  decision ``z_k > 0`` is wrong) summed as ``Σ_k min(s_k, 0)``: every finding still correct pulls, flipped
-  findings stop competing for the budget (maximum 0 = all decisions wrong).
+  would not change the run anyway. CE is an increasing function of that margin too, so from the same start
+  APGD-DLR retraces APGD-CE on two classes: the study's worst case runs APGD-CE restarts from new starts
+  there instead (``medrobust.evaluation.adversarial.sequence_steps``). Multilabel: per-finding margins
+  ``s_k = (1 − 2y_k)·z_k`` (> 0 when the decision ``z_k > 0`` is wrong) summed as ``Σ_k min(s_k, 0)``: every
+  finding still correct pulls, flipped findings stop competing for the budget (maximum 0 = all decisions
+  wrong).
 """
 
 from __future__ import annotations
