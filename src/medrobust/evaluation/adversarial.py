@@ -20,6 +20,9 @@ the inputs of the self-checks.
   attacks and ε compounds independent draws (issue 12: a toy model with one-pass accuracy 0.65 fell to
   0.07 at ε=1e-4/255). A point the attack did not move (ε=0) keeps the score of the clean point. Deterministic
   models are scored by one pass exactly as before.
+- **Budget checks**: :func:`convergence` re-runs the strongest gradient attack with double the steps and one
+  more restart at the reference ε (the ``attack_converged`` check); :func:`large_eps_accuracies` measures
+  what the ``large_eps_breaks`` check needs.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import nn
 from medrobust import registry
 from medrobust.attacks.base import loss_and_grad, restrict
 from medrobust.data.base import Task, to_unit
+from medrobust.evaluation.checks import BREAKS_BELOW, SLACK
 from medrobust.evaluation.scoring import SCORING_DRAWS, decide, scoring_draws  # noqa: F401 - SCORING_DRAWS re-exported
 from medrobust.fileio import atomic_write_text
 from medrobust.models.heads import Classifier, FixedReport
@@ -56,9 +60,15 @@ PRESETS: dict[str, list[Component]] = {
 #: Square for the large-ε check of image+text models
 REFERENCE_PGD = Component(name="pgd", params={"steps": 10})
 CHECK_SQUARE = Component(name="square", params={"n_queries": 100})
+#: the large-ε check's second gradient-free look, when PGD and the 100-query Square both leave accuracy up:
+#: only if this one cannot move the decisions either is that taken as bounded image influence
+CHECK_SQUARE_STRONG = Component(name="square", params={"n_queries": 1000})
 
 #: on two-class tasks APGD-DLR becomes APGD-CE with this many runs (× its own restarts) from new starts
 BINARY_RESTARTS = 2
+#: the gradient attacks with ``steps`` and ``restarts`` that the convergence check can reinforce
+ITERATIVE_GRADIENT_ATTACKS = ("apgd-ce", "apgd-dlr", "pgd")
+CONVERGENCE_SEED_OFFSET = 1000  # the reinforced attack's starts differ from every attack of the sequence
 
 
 def eps_key(eps: float) -> str:
@@ -274,6 +284,77 @@ def worst_case(target: AttackTarget, per_attack: dict[str, dict[float, torch.Ten
         worst[eps] = current
         carry = current
     return worst, broke
+
+
+def _budget(spec: Component) -> tuple[int, int]:
+    p = registry.get("attack", spec.name).Params(**spec.params)
+    return int(p.steps), int(p.restarts)
+
+
+def strongest_gradient_attack(steps: list[Step], curves: list[Component]) -> Component | None:
+    """The attack the convergence check reinforces: the sequence's first APGD-CE (AutoAttack's lead attack),
+    else the iterative gradient attack (:data:`ITERATIVE_GRADIENT_ATTACKS`) of the sequence, then of the
+    curves, with the largest steps × restarts; None when there is none (FGSM only)."""
+    specs = [s.spec for s in steps]
+    first_ce = next((s for s in specs if s.name == "apgd-ce"), None)
+    if first_ce is not None:
+        return first_ce
+    candidates = [s for s in specs + list(curves) if s.name in ITERATIVE_GRADIENT_ATTACKS]
+    return max(candidates, key=lambda s: _budget(s)[0] * _budget(s)[1], default=None)
+
+
+def reinforced(spec: Component) -> Component:
+    """``spec`` with double the steps and one more restart."""
+    steps, restarts = _budget(spec)
+    return Component(name=spec.name, params={**spec.params, "steps": 2 * steps, "restarts": restarts + 1})
+
+
+def describe(spec: Component) -> str:
+    """``"apgd-ce (20 steps × 2 runs)"``."""
+    steps, restarts = _budget(spec)
+    return f"{spec.name} ({steps} steps × {restarts} run{'s' if restarts > 1 else ''})"
+
+
+def convergence(target: AttackTarget, worst: torch.Tensor, spec: Component, eps: float, seed: int) -> torch.Tensor:
+    """``[n]`` the worst case ``worst`` at ``eps`` (1/255) after :func:`reinforced` ``spec`` also attacks the
+    examples it leaves (partly) correct, from new random starts (seed + :data:`CONVERGENCE_SEED_OFFSET`).
+
+    Cost: one ε; ``2·steps·(restarts + 1)`` forward+backward passes (× EOT samples) per example still
+    correct — examples already broken cannot drop further. For the ``standard`` preset's APGD-CE (10 steps,
+    1 run): 40 per robust example, about four times APGD-CE's share of the sequence at that ε.
+    """
+    after = worst.clone()
+    remaining = np.flatnonzero((worst > 0).numpy())
+    if eps > 0 and len(remaining):
+        acc = target.accuracy_under(build_attack(reinforced(spec)), to_pixels(eps),
+                                    torch.Generator().manual_seed(seed + CONVERGENCE_SEED_OFFSET), remaining)
+        after[remaining] = torch.minimum(after[remaining], acc)
+    return after
+
+
+def large_eps_accuracies(target: AttackTarget, eps: float, seed: int, gradient_free: bool
+                         ) -> tuple[float, float | None, float | None]:
+    """What the ``large_eps_breaks`` check reads at its ε (1/255): ``(pgd, square, square_strong)``.
+
+    ``pgd``: accuracy under :data:`REFERENCE_PGD`. With ``gradient_free`` (the image pathway of an image+text
+    model) and PGD not near 0: ``square``, accuracy under :data:`CHECK_SQUARE` (100 queries); and when that
+    neither breaks the model nor beats PGD, ``square_strong``: accuracy once :data:`CHECK_SQUARE_STRONG`
+    (1000 queries) also attacks the examples PGD left correct (per-example worst of the two). Otherwise None.
+    """
+    g = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    big = target.accuracy_under(build_attack(REFERENCE_PGD), to_pixels(eps), g())
+    acc, free, strong = float(big.mean()), None, None
+    if not gradient_free or acc < BREAKS_BELOW:
+        return acc, free, strong
+    free = float(target.accuracy_under(build_attack(CHECK_SQUARE), to_pixels(eps), g()).mean())
+    if free >= BREAKS_BELOW and acc <= free + SLACK:
+        left = big.clone()
+        remaining = np.flatnonzero((big > 0).numpy())
+        if len(remaining):
+            moved = target.accuracy_under(build_attack(CHECK_SQUARE_STRONG), to_pixels(eps), g(), remaining)
+            left[remaining] = torch.minimum(left[remaining], moved)
+        strong = float(left.mean())
+    return acc, free, strong
 
 
 def gradient_norms(target: AttackTarget) -> torch.Tensor:

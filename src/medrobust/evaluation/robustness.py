@@ -235,14 +235,8 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
         empty = empty.expand(n, *empty.shape[1:])
         large, note = AttackTarget(model, target.images, target.labels, target.task, empty, target.batch_size), \
             " (image pathway, report removed)"
-    pgd = adversarial.build_attack(adversarial.REFERENCE_PGD)
-    big = large.accuracy_under(pgd, to_pixels(cfg.check_epsilon), torch.Generator().manual_seed(EVAL_SEED))
-    free = None
-    if model.uses_text and float(big.mean()) >= 0.05:  # can the image move these decisions at all?
-        square = adversarial.build_attack(adversarial.CHECK_SQUARE)
-        free = float(large.accuracy_under(square, to_pixels(cfg.check_epsilon),
-                                          torch.Generator().manual_seed(EVAL_SEED)).mean())
-    out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note, free))
+    big, free, strong = adversarial.large_eps_accuracies(large, cfg.check_epsilon, EVAL_SEED, model.uses_text)
+    out.append(checks.large_eps_breaks(big, cfg.check_epsilon, note, free, strong))
     out.append(checks.gradients_nonzero(adversarial.gradient_norms(target)))
     if ref in worst:
         noise = adversarial.random_noise_accuracy(target, to_pixels(ref), EVAL_SEED)
@@ -252,6 +246,12 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
         apgd = target.accuracy_under(adversarial.build_attack(spec), to_pixels(ref),
                                      torch.Generator().manual_seed(EVAL_SEED))
         out.append(checks.apgd_not_weaker_than_pgd(float(apgd.mean()), float(per_attack["pgd"][ref].mean()), ref, n))
+    strongest = adversarial.strongest_gradient_attack(adversarial.sequence_steps(cfg.sequence(), target.task),
+                                                      cfg.attacks)
+    if ref in worst and strongest is not None:  # is the budget converged? (cost: adversarial.convergence)
+        after = adversarial.convergence(target, worst[ref], strongest, ref, EVAL_SEED)
+        out.append(checks.attack_converged(float(worst[ref].mean()), float(after.mean()), ref, n,
+                                           adversarial.describe(adversarial.reinforced(strongest))))
     return out
 
 
