@@ -21,7 +21,7 @@ from medrobust.data.base import to_unit
 from medrobust.data.fractions import label_subset
 from medrobust.engine import distributed
 from medrobust.engine.train import FitConfig, FitResult
-from medrobust.evaluation.adversarial import eps_key
+from medrobust.evaluation.adversarial import eps_key, sequence_steps
 from medrobust.evaluation.robustness import evaluate
 from medrobust.fileio import atomic_write_text
 from medrobust.methods.contract import augmented_corruptions_of, display_name_of, info_of
@@ -153,7 +153,8 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
         arms=list(dict.fromkeys([r.arm for r in runs] or [m.label for m in cfg.methods])),
         fractions=cfg.label_fractions, seeds=cfg.seeds, epsilons=[eps_key(e) for e in ev.epsilons],
         reference_epsilon=eps_key(ev.reference_epsilon), attacks=[comp(a) for a in ev.attacks],
-        worst_case=[comp(a) for a in ev.sequence()],
+        worst_case=[ComponentFacts(name=step.label, params=step.spec.params)  # as it runs (2-class: no DLR)
+                    for step in sequence_steps(ev.sequence(), ds.task)],
         worst_case_epsilons=None if ev.worst_case_epsilons is None else [eps_key(e) for e in ev.worst_case_epsilons],
         max_adversarial=ev.max_adversarial, corruptions=ev.corruptions, severities=ev.severities,
         image_encoder=comp(cfg.image_encoder), text_encoder=comp(cfg.text_encoder) if data.has_text else None,
