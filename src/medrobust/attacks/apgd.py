@@ -52,7 +52,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medrobust.attacks.base import LossFn, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
+from medrobust.attacks.base import (LossFn, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict,
+                                    restrict)
 from medrobust.attacks.pgd import ascent_direction, per_example, project
 from medrobust.registry import register
 from medrobust.task import Task, task_loss
@@ -147,8 +148,10 @@ class _APGD:
                     idx = (best_err < 1).nonzero()[:, 0]  # examples with a decision left to flip
                     if len(idx) == 0:
                         return best
-                    x_r, err_r, loss_r = self._run(model, x[idx], y[idx], eps, task, make_loss(idx), samples,
-                                                   generator)
+                    # a restart runs on the examples not yet fooled: a model with bound inputs (the report of a
+                    # FixedReport) must be restricted to them too
+                    sub = model if len(idx) == len(x) else restrict(model, idx)
+                    x_r, err_r, loss_r = self._run(sub, x[idx], y[idx], eps, task, make_loss(idx), samples, generator)
                     better = (err_r > best_err[idx]) | ((err_r == best_err[idx]) & (loss_r > best_loss[idx]))
                     keep = idx[better]
                     best[keep], best_err[keep], best_loss[keep] = x_r[better], err_r[better], loss_r[better]
