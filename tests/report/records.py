@@ -9,18 +9,13 @@ from medrobust.record import RunRecord, StudyFacts
 
 
 def record(d: dict) -> RunRecord:
-    """``metrics`` may hold ``per_example`` (the typed field; the previous layout had none)."""
     d = dict(d)
     d.setdefault("key", f"{d['method']}-{d.get('fraction')}-{d.get('seed')}")
     d.setdefault("kind", "self-supervised" if d.get("counterpart") else "supervised")
     metrics = dict(d.get("metrics") or {})
     metrics.setdefault("clean", {"acc": float("nan")})
-    per_example = metrics.pop("per_example", None)
     d["metrics"] = metrics
-    r = RunRecord.from_legacy(d)
-    if per_example:
-        r = r.model_copy(update={"metrics": r.metrics.model_copy(update={"per_example": per_example})})
-    return r
+    return RunRecord.from_legacy(d)
 
 
 def records(ds) -> list[RunRecord]:
