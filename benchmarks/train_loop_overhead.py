@@ -13,7 +13,7 @@ import torch
 from medrobust.data.base import Task
 from medrobust.engine.train import FitConfig, fit
 from medrobust.methods.losses import task_loss
-from medrobust.methods.supervised import Supervised
+from medrobust.methods.supervised import Supervised, SupervisedParams
 from medrobust.models.encoders import SmallCNN
 from medrobust.models.heads import Classifier
 
@@ -55,7 +55,7 @@ def main(steps: int = 150, repeats: int = 5) -> None:
         t_bare, t_fit = [], []
         for r in range(repeats):  # interleaved, best of N: robust to load on a shared machine
             t_bare.append(bare(make(), images, labels, steps, batch, task))
-            t_fit.append(fit(Supervised(make(), task), {"image": images, "label": labels}, cfg, seed=r).seconds)
+            t_fit.append(fit(Supervised(make(), task, SupervisedParams(augment=False)), {"image": images, "label": labels}, cfg, seed=r).seconds)
         b, f = min(t_bare), min(t_fit)
         print(f"{batch:>5} {steps * batch / b:>11.0f} {steps * batch / f:>10.0f} {f / b:>14.3f}")
 

@@ -56,7 +56,7 @@ def trained_classifier(synthetic_small):
     """A small CNN trained for a few seconds on synthetic 'abnormal' (sites A-D mixed): clearly above chance."""
     from medrobust.data.base import to_unit
     from medrobust.engine.train import FitConfig, fit
-    from medrobust.methods.supervised import Supervised
+    from medrobust.methods.supervised import Supervised, SupervisedParams
     from medrobust.models.encoders import SmallCNN
     from medrobust.models.heads import Classifier
     from medrobust.models.layers import image_stats
@@ -66,6 +66,6 @@ def trained_classifier(synthetic_small):
     mean, std = image_stats(ds.train.images)
     model = Classifier(SmallCNN(1, 2, 28, mean, std), ds.task.n_outputs)
     tensors = {"image": torch.as_tensor(ds.train.images), "label": torch.as_tensor(ds.train.labels)}
-    fit(Supervised(model, ds.task), tensors, FitConfig(steps=300, batch_size=64, lr=3e-3), seed=0)
+    fit(Supervised(model, ds.task, SupervisedParams(augment=False)), tensors, FitConfig(steps=300, batch_size=64, lr=3e-3), seed=0)
     x, y = to_unit(ds.test.images), torch.as_tensor(ds.test.labels)
     return model.eval(), x, y, ds.task

@@ -92,3 +92,37 @@ def test_study_facts_defaults_allow_a_records_only_report():
     facts = StudyFacts()
     assert facts.arms == [] and facts.reference_epsilon is None
     assert StudyFacts.model_validate_json(StudyFacts(study="x", epsilons=["0", "2"]).model_dump_json()).epsilons == ["0", "2"]
+
+
+def test_per_example_outcomes_round_trip_and_old_records_have_none():
+    r = RunRecord.from_legacy(LEGACY)
+    assert r.metrics.per_example == {}  # a store written before: the report falls back to the seeds-only test
+    with_rows = r.model_copy(update={"metrics": r.metrics.model_copy(update={
+        "per_example": {"worst@2": [1, 0, 1], "corruptions": [0.75, 0.5, 1]}})})
+    text = with_rows.to_json()
+    assert '"worst@2":[1,0,1]' in text  # 0/1 outcomes stay ints: compact
+    back = RunRecord.from_json(text)
+    assert back.metrics.per_example == {"worst@2": [1, 0, 1], "corruptions": [0.75, 0.5, 1]}
+
+
+def test_evaluate_fills_per_example_outcomes_whose_means_are_the_metrics(trained_classifier, synthetic_small):
+    from medrobust.evaluation.robustness import EvalConfig, EvalData, evaluate
+    from medrobust.record import worst_key
+
+    model, _, _, task = trained_classifier
+    ds = synthetic_small
+    data = EvalData(task=task, test_images=ds.test.images, test_labels=ds.test.labels,
+                    holdout_images=ds.val.images, holdout_labels=ds.val.labels)
+    cfg = EvalConfig(epsilons=[0, 2], reference_epsilon=2, attacks=["fgsm"], worst_case=[], corruptions=["contrast"],
+                     severities=[1, 3], report_attacks=[], max_adversarial=24)
+    m = evaluate(model, data, cfg)
+    rows = m.per_example
+    assert set(rows) == {worst_key("0"), worst_key("2"), "corruptions", "holdout"}
+    assert len(rows["worst@2"]) == m.n_adversarial == 24 and set(rows["worst@2"]) <= {0, 1}
+    assert sum(rows["worst@2"]) / 24 == pytest.approx(m.attacks["worst"]["2"])
+    assert sum(rows["worst@0"]) / 24 == pytest.approx(m.attacks["worst"]["0"])
+    assert len(rows["corruptions"]) == len(ds.test.images)
+    mean_corr = sum(v for per in m.corruptions.values() for v in per.values()) / 2
+    assert sum(rows["corruptions"]) / len(rows["corruptions"]) == pytest.approx(mean_corr, abs=1e-4)
+    assert all(round(x, 4) == x for x in rows["corruptions"])
+    assert sum(rows["holdout"]) / len(ds.val.images) == pytest.approx(m.holdout.acc)

@@ -73,6 +73,13 @@ class MultimodalConfig(BaseModel):
         return None if v is None else as_component(v)
 
 
+class PretrainConfig(FitConfig):
+    pair_fraction: float = Field(
+        1.0, gt=0, le=1, description="fraction of the training images that have a report (the sparse-pairs "
+        "setting): image+text methods pre-train on that seeded subset of the pairs; image-only methods use "
+        "every training image")
+
+
 class FinetuneConfig(FitConfig):
     mode: list[Literal["full", "linear", "knn"]] = Field(
         ["full"], description="pre-trained arms: fine-tune all, a linear probe on frozen features, and/or a kNN "
@@ -99,7 +106,7 @@ class StudyConfig(BaseModel):
     seeds: list[int] = [0, 1, 2]
     image_encoder: Component = Component(name="cnn")
     text_encoder: Component = Component(name="transformer")
-    pretrain: FitConfig = FitConfig(steps=150, batch_size=256, lr=2e-3)
+    pretrain: PretrainConfig = PretrainConfig(steps=150, batch_size=256, lr=2e-3)
     finetune: FinetuneConfig = FinetuneConfig(steps=150, batch_size=64, lr=2e-3)
     evaluation: EvalConfig = EvalConfig()
     multimodal: MultimodalConfig = MultimodalConfig()

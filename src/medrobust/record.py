@@ -24,6 +24,17 @@ CONDITIONS = ("clean", "corrupted_image", "holdout", "perturbed_text", "image_mi
               "adversarial_text")
 
 
+#: keys of :attr:`ClassifierMetrics.per_example` besides :func:`worst_key`: the mean accuracy over every
+#: corruption and severity of each in-site test example, and the correctness of each held-out-site example
+PER_EXAMPLE_CORRUPTIONS = "corruptions"
+PER_EXAMPLE_HOLDOUT = "holdout"
+
+
+def worst_key(eps: str) -> str:
+    """Key of the per-example worst case at ε key ``eps`` (on the attacked subset): ``"2"`` → ``"worst@2"``."""
+    return f"worst@{eps}"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants", frozen=True)
 
@@ -58,6 +69,10 @@ class ClassifierMetrics(_Model):
     corruptions: dict[str, dict[str, float]] = {}  # corruption -> severity -> acc
     checks: list[Check] = []
     n_adversarial: int = 0  # attacked examples (a fixed subset of the test split)
+    # outcome per test example (0/1, or a fraction rounded to 4 decimals), keyed by :func:`worst_key`,
+    # PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT; the examples are the same for every run of a study, so the
+    # lists pair across arms and seeds (the report's hierarchical bootstrap). Empty in records written before.
+    per_example: dict[str, list[int | float]] = {}
 
 
 class Direction(_Model):
@@ -154,7 +169,9 @@ class RunRecord(_Model):
 
     ``arm`` is the label the report shows (``simclr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at``,
     ``simclr [linear]``); ``method`` the registered method name and ``display_name`` its human name;
-    ``undefended`` the arm this one is compared with when it has a ``defense``.
+    ``undefended`` the arm this one is compared with when it has a ``defense``; ``augmented`` the corruption
+    names that the run's training augmentations also apply (pre-training views and fine-tuning views; e.g.
+    ``gaussian-noise``, ``contrast``), so the report tells corruptions seen in augmentation from held-out ones.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -163,6 +180,7 @@ class RunRecord(_Model):
     method: str
     display_name: str
     method_params: dict[str, Any] = {}
+    augmented: list[str] = []
     role: Literal["supervised", "self-supervised"]
     counterpart: str | None = None
     modalities: tuple[str, ...] = ("image",)

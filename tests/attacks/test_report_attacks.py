@@ -33,7 +33,7 @@ def fx():
     from medrobust.data.synthetic import SyntheticParams, load_synthetic
     from medrobust.data.tokenizer import ReportTokenizer
     from medrobust.engine.train import FitConfig, fit
-    from medrobust.methods.supervised import SupervisedMultimodal
+    from medrobust.methods.supervised import SupervisedMultimodal, SupervisedParams
     from medrobust.models.encoders import SmallCNN
     from medrobust.models.heads import Classifier
     from medrobust.models.layers import image_stats
@@ -48,7 +48,8 @@ def fx():
     emptied = torch.rand(len(tokens), generator=torch.Generator().manual_seed(0)) < 0.5
     tokens[emptied] = torch.as_tensor(tok.encode([""]))
     tensors = {"image": torch.as_tensor(ds.train.images), "label": torch.as_tensor(ds.train.labels), "tokens": tokens}
-    fit(SupervisedMultimodal(model, ds.task), tensors, FitConfig(steps=200, batch_size=64, lr=3e-3), seed=0)
+    fit(SupervisedMultimodal(model, ds.task, SupervisedParams(augment=False)), tensors,
+        FitConfig(steps=200, batch_size=64, lr=3e-3), seed=0)
     texts = ds.test.texts
     return model.eval(), to_unit(ds.test.images), torch.as_tensor(tok.encode(texts)), texts, \
         torch.as_tensor(ds.test.labels), ds.task, tok

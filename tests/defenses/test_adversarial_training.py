@@ -21,7 +21,7 @@ from medrobust.defenses.adversarial_training import (
 )
 from medrobust.engine.train import FitConfig, fit
 from medrobust.methods.losses import task_loss
-from medrobust.methods.supervised import Supervised
+from medrobust.methods.supervised import Supervised, SupervisedParams
 from medrobust.models.encoders import CNNParams, SmallCNN
 from medrobust.models.heads import Classifier
 from medrobust.models.text import TextParams, TextTransformer
@@ -91,7 +91,8 @@ def test_trades_loss_matches_the_formula():
 @pytest.mark.parametrize("defense", ["pgd-at", "trades"])
 def test_inner_maximisation_stays_in_the_ball_and_raises_its_objective(data, defense):
     model = small_cnn()
-    fit(Supervised(model, BINARY), data, FitConfig(steps=80, batch_size=32, lr=3e-3), seed=0)
+    fit(Supervised(model, BINARY, SupervisedParams(augment=False)), data, FitConfig(steps=80, batch_size=32, lr=3e-3),
+        seed=0)
     batch = batch_of(data, 32)
     cls, P = (PGDAT, AdversarialTrainingParams) if defense == "pgd-at" else (Trades, TradesParams)
     objective = cls(P(eps=4.0, steps=5), seed=0).objective(model, BINARY, Supervised(model, BINARY))
@@ -139,7 +140,7 @@ def test_generation_is_in_eval_mode_seeded_and_leaves_rng_and_grads_alone(data, 
 
 def test_pgd_at_with_zero_budget_is_the_base_loss(data):
     model = small_cnn()
-    base = Supervised(model, BINARY)
+    base = Supervised(model, BINARY, SupervisedParams(augment=False))  # no views: the two calls draw alike
     objective = PGDAT(AdversarialTrainingParams(eps=0.0)).objective(model, BINARY, base)
     batch = batch_of(data)
     assert torch.equal(objective(batch)["loss"], base(batch)["loss"])

@@ -29,3 +29,32 @@ def test_above_chance_flags_a_model_that_did_not_learn():
     multi = np.array([[1, 0]] * 9 + [[0, 0]])  # majority rates 0.9 and 1.0 -> 0.95
     assert not checks.above_chance(0.95, multi, multilabel=True)["passed"]
     assert checks.above_chance(0.98, multi, multilabel=True)["passed"]
+
+
+def test_large_eps_rule_needs_an_attack_that_breaks_the_model():
+    assert checks.large_eps_breaks(0.03, 128)["passed"]
+    assert not checks.large_eps_breaks(0.40, 128)["passed"]  # image-only: PGD must break it
+    # PGD no worse than a weak Square is not enough when both fail (passed before issue 12)
+    both_fail = checks.large_eps_breaks(0.40, 128, gradient_free_acc=0.39)
+    assert not both_fail["passed"] and "not ruled out" in both_fail["detail"]
+    assert checks.large_eps_breaks(0.06, 128, gradient_free_acc=0.045)["passed"]  # Square near 0, PGD within 2 pp
+    masked = checks.large_eps_breaks(0.40, 128, gradient_free_acc=0.10)
+    assert not masked["passed"] and "gradient masking" in masked["detail"]
+    stronger = checks.large_eps_breaks(0.40, 128, gradient_free_acc=0.39, strong_gradient_free_acc=0.10)
+    assert not stronger["passed"] and "more queries break" in stronger["detail"]
+    bounded = checks.large_eps_breaks(0.40, 128, gradient_free_acc=0.39, strong_gradient_free_acc=0.39)
+    assert bounded["passed"] and "bounded image influence" in bounded["detail"]
+
+
+def test_convergence_tolerance_is_one_point_or_one_example():
+    assert checks.attack_converged(0.40, 0.39, 2, 300, "apgd-ce (20 steps × 2 runs)")["passed"]
+    failed = checks.attack_converged(0.40, 0.38, 2, 300, "apgd-ce (20 steps × 2 runs)")
+    assert not failed["passed"] and "drop 2.0 pp" in failed["detail"] and "budget too small" in failed["detail"]
+    assert checks.attack_converged(0.40, 0.39, 2, 50, "x")["passed"]  # one example of 50 is 2 pp
+    assert not checks.attack_converged(0.40, 0.36, 2, 50, "x")["passed"]
+
+
+def test_eps0_check_covers_the_worst_case():
+    clean = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    bad = checks.eps0_equals_clean(clean, {"pgd": {0.0: clean.clone()}}, worst=torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert not bad["passed"] and "the worst case changed 1 of 4" in bad["detail"]

@@ -117,3 +117,15 @@ def test_mae_on_vit_loss_falls():
     result = fit(MAE(Encoders(enc), seed=0), {"image": images}, FitConfig(steps=40, batch_size=16, lr=3e-3), seed=0)
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.9 * first, f"MAE loss {first:.3f} -> {last:.3f}"
+
+
+def test_tables_name_the_variant_built_for_the_encoder():
+    """On a CNN ``mae`` is the SimMIM-style variant, and the report must say so; MAE only on a ViT."""
+    from medrobust.methods.contract import display_name_of
+
+    assert display_name_of(MAE, "cnn") == "SimMIM-style masked image modelling (MAE on a CNN)"
+    assert display_name_of(MAE, "vit") == "MAE" == display_name_of(MAE, "vit", MAEParams(variant="auto"))
+    assert display_name_of(MAE, "vit", MAEParams(variant="simmim")).startswith("SimMIM-style")
+    # the name follows what __init__ builds
+    assert not MAE(Encoders(SmallCNN(1, 2, 28, [0.5], [0.25]))).use_mae
+    assert MAE(Encoders(SmallViT(1, 2, 28, [0.5], [0.25], ViTParams(dim=32, depth=1, heads=2)))).use_mae

@@ -1,7 +1,7 @@
 """The method contract (medrobust.methods.contract), checked on every registered method at once.
 
 Each method declares ``info = MethodInfo(...)`` and a strict ``Params``; a self-supervised method is built as
-``cls(Encoders(...), params, seed)`` and a supervised objective as ``cls(model, task, params)``; ``forward(batch)``
+``cls(Encoders(...), params, seed)`` and a supervised objective as ``cls(model, task, params, seed)``; ``forward(batch)``
 returns a finite scalar ``"loss"`` that trains the image encoder, and the same seeds give the same loss.
 """
 
@@ -44,7 +44,7 @@ def build(name: str, seed: int = 0, global_seed: int = 0):
     image = SmallCNN(1, 2, 28, [0.5], [0.25])
     text = TextTransformer(VOCAB) if info.uses_text else None
     if not info.self_supervised:
-        return cls(Classifier(image, TASK.n_outputs, text), TASK, cls.Params()), image
+        return cls(Classifier(image, TASK.n_outputs, text), TASK, cls.Params(), seed=seed), image
     fusion = Fusion(image.feature_dim, text.feature_dim) if info.uses_fusion else None
     return cls(Encoders(image, text, fusion), cls.Params(), seed=seed), image
 
@@ -70,7 +70,7 @@ def test_declares_info_and_strict_params(name):
 def test_one_constructor_signature_per_role(name):
     cls = registry.get("method", name)
     params = list(inspect.signature(cls.__init__).parameters)[1:]
-    assert params == (["encoders", "params", "seed"] if cls.info.self_supervised else ["model", "task", "params"])
+    assert params == (["encoders", "params", "seed"] if cls.info.self_supervised else ["model", "task", "params", "seed"])
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if info_of(registry.get("method", n)).self_supervised])

@@ -9,13 +9,18 @@ from medrobust.record import RunRecord, StudyFacts
 
 
 def record(d: dict) -> RunRecord:
+    """``metrics`` may hold ``per_example`` (the typed field; the previous layout had none)."""
     d = dict(d)
     d.setdefault("key", f"{d['method']}-{d.get('fraction')}-{d.get('seed')}")
     d.setdefault("kind", "self-supervised" if d.get("counterpart") else "supervised")
     metrics = dict(d.get("metrics") or {})
     metrics.setdefault("clean", {"acc": float("nan")})
+    per_example = metrics.pop("per_example", None)
     d["metrics"] = metrics
-    return RunRecord.from_legacy(d)
+    r = RunRecord.from_legacy(d)
+    if per_example:
+        r = r.model_copy(update={"metrics": r.metrics.model_copy(update={"per_example": per_example})})
+    return r
 
 
 def records(ds) -> list[RunRecord]:

@@ -1,10 +1,11 @@
 """Tests for medrobust.report.answer: verdicts and numbers in the plain-words answer come from the data."""
 
+import math
 import re
 
 import pytest
 
-from medrobust.report import answer, stats
+from medrobust.report import answer, stats, tables
 from records import facts, records
 
 
@@ -65,8 +66,8 @@ NUM = r"([+-]?\d+\.\d)"
 
 def parse_clause(text, what):
     """Numbers of the clause about ``what``: (verdict, from, to, diff, lo, hi, n)."""
-    m = re.search(rf"\*\*([a-z ]+)\*\* — (?:raised |lowered )?{re.escape(what)} (?:from )?{NUM}% (?:to|→) "
-                  rf"{NUM}% \({NUM} pp, 95% CI {NUM} to {NUM}, (\d+) seeds\)", text)
+    m = re.search(rf"\*\*([a-z0-9. ]+)\*\* — (?:raised |lowered )?{re.escape(what)} (?:from )?{NUM}% (?:to|→) "
+                  rf"{NUM}% \({NUM} pp, 95% CI {NUM} to {NUM}, (\d+) seeds[,)]", text)
     assert m, f"no clause about {what!r} in:\n{text}"
     v, *nums, n = m.groups()
     return v, *map(float, nums), int(n)
@@ -86,13 +87,14 @@ def test_answer_states_verdicts_and_numbers_from_paired():
     adv = parse_clause(text, "worst-case robust accuracy at ε=2/255")
     cor = parse_clause(text, "mean corruption accuracy")
     hol = parse_clause(text, "held-out-site accuracy")
-    assert (adv[0], cor[0], hol[0]) == ("better", "no clear difference", "worse")
+    assert (adv[0], cor[0], hol[0]) == ("better", "inconclusive", "worse")
     check_numbers(adv, SSL_WORST, SUP_WORST)
     check_numbers(cor, SSL_CORR, SUP_CORR)
     check_numbers(hol, SSL_HOLD, SUP_HOLD)
     assert "At 10% labels, SimCLR" in text
     first = text.splitlines()[0]
-    assert re.search(r"more robust in 1 of 3 comparisons, clearly less robust in 1, .*no clear difference in 1", first)
+    assert re.search(r"Of 3 robustness comparisons .*: clearly more robust in 1, clearly less robust in 1, a bounded "
+                     r"null .* in 0, inconclusive in 1, undetermined .* in 0, too few seeds in 0\.", first)
     assert len(text.strip().splitlines()) <= 15
 
 
@@ -105,7 +107,7 @@ def test_answer_changes_with_the_records():
     assert adv[0] == "worse"
     check_numbers(adv, worse_worst, SUP_WORST)
     assert "lowered worst-case robust accuracy" in flipped
-    assert "more robust in 0 of 3" in flipped.splitlines()[0]
+    assert "clearly more robust in 0, clearly less robust in 2" in flipped.splitlines()[0]
 
 
 def test_robust_difference_explained_by_clean_accuracy():
@@ -115,10 +117,14 @@ def test_robust_difference_explained_by_clean_accuracy():
     ssl_worst = [w + (c - s) + d for w, c, s, d in zip(SUP_WORST, ssl_clean, sup_clean, (0.01, -0.01, 0.0))]
     text = ans(grid(ssl_worst=ssl_worst, ssl_clean=ssl_clean, sup_clean=sup_clean), SETUP)
     assert parse_clause(text, "worst-case robust accuracy at ε=2/255")[0] == "better"
-    assert "explained by clean accuracy" in text
-    # a real robustness gain (same clean accuracy) is not explained away
+    # worded as what was measured (the gap's change is a null, not evidence that clean accuracy explains it)
+    assert "explained by clean accuracy" not in text
+    assert ("the robustness gap (clean − worst case) changed by 0.0 pp (95% CI -2.5 to +2.5, Holm-adjusted p 1.000): "
+            "not separable from the clean-accuracy difference at this sample size") in text
+    # a real robustness gain (same clean accuracy) narrows the gap clearly
     text2 = ans(grid(), SETUP)
-    assert "explained by clean accuracy" not in text2 and "gap clean − worst-case narrowed" in text2
+    assert "not separable" not in text2
+    assert "the robustness gap (clean − worst case) narrowed by 14.7 pp" in text2 and "not only clean accuracy" in text2
 
 
 def test_gap_comparison_direction():
@@ -148,7 +154,7 @@ def test_pairs_only_on_shared_seeds_and_one_seed_is_not_enough():
     text = ans(one, SETUP)
     assert "not enough seeds" in text and "none of the 3 comparisons can be judged" in text.splitlines()[0]
     mixed = one + [r for r in grid(seeds=(0, 1), fraction=1.0)]
-    assert "(3 had too few seeds to tell)" in ans(mixed, SETUP).splitlines()[0]
+    assert "too few seeds in 3." in ans(mixed, SETUP).splitlines()[0]
     assert "1 seed, no CI" in text
     assert all(c["verdict"] == "not enough seeds" for c in comparisons(one, SETUP))
 
@@ -168,7 +174,7 @@ def test_no_counterpart_means_no_answer():
 def test_missing_holdout_is_left_out():
     no_holdout = [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k != "holdout"}} for r in grid()]
     text = ans(no_holdout, SETUP)
-    assert "held-out" not in text and "of 2 comparisons" in text
+    assert "held-out" not in text and "Of 2 robustness comparisons" in text
 
 
 def test_report_reliance_of_image_report_arms_is_stated_from_the_numbers():
@@ -221,7 +227,7 @@ def test_ablation_arms_are_judged_against_the_full_method_not_the_supervised_bas
     assert not any(c["ablation"] for c in comps if c["arm"] == "simclr")
     text = ans(records, SETUP)
     headline = text.splitlines()[0]
-    assert "in 1 of 3 comparisons" in headline  # simclr vs supervised only: the ablation is not counted
+    assert "Of 3 robustness comparisons" in headline  # simclr vs supervised only: the ablation is not counted
     line = next(x for x in text.splitlines() if x.startswith("**Ablations**"))
     assert "`simclr(temperature=1)` vs `simclr` at 10% labels" in line
     assert "adversarial: **worse** — lowered worst-case robust accuracy at ε=2/255 from 55.7% to 44.7%" in line
@@ -246,7 +252,9 @@ def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
     comps = {c["metric"]: c for c in comparisons(records, SETUP)}
     assert abs(comps["vqa_acc"]["mean_diff"] - 0.11) < 1e-9 and comps["vqa_acc"]["verdict"] == "better"
     assert comps["vqa_adv"]["mean_b"] == pytest.approx(0.31)  # the attacked condition, by its id
-    assert comps["r10"]["verdict"] == "no clear difference" and "r10_adv" not in comps  # not measured: left out
+    # r10 is the same in both arms on every seed: zero variance, p undefined — undetermined, not a test
+    assert comps["r10"]["verdict"] == "undetermined" and "r10_adv" not in comps  # not measured: left out
+    assert comps["vqa_acc"]["family"] == "tasks" and comps["vqa_acc"]["m_family"] == 2
     line = next(x for x in ans(records, SETUP).splitlines() if x.startswith("**Retrieval and VQA**"))
     assert "2 of 3 comparisons clear" in line
     assert "CLIP at 10% labels, VQA accuracy: **better** (51.0% → 62.0%, +11.0 pp" in line
@@ -256,3 +264,180 @@ def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
     paragraphs = ans(records, SETUP).split("\n\n")
     assert any(p.startswith("**Retrieval and VQA**") for p in paragraphs)  # its own paragraph, not run together
     assert any(p.startswith("Image attacks leave the report clean") for p in paragraphs)
+
+
+# ---------------------------------------------------------------- multiplicity, nulls, bootstrap, exclusions
+
+
+def test_holm_is_applied_within_each_family_and_named_in_the_answer():
+    comps = comparisons(grid(), SETUP)
+    for fam in {c["family"] for c in comps}:
+        mine = [c for c in comps if c["family"] == fam]
+        assert [c["p_adj"] for c in mine] == pytest.approx(stats.holm([c["p"] for c in mine]), nan_ok=True)
+    assert {c["family"] for c in comps if c["metric"] in answer.ROBUSTNESS} == {"headline"}
+    assert {c["family"] for c in comps if c["metric"] in ("clean_acc", "gap")} == {"secondary"}
+    head = {c["metric"]: c for c in comps if c["family"] == "headline"}
+    assert head["worst_ref"]["p_adj"] > head["worst_ref"]["p"]  # corrected: larger than the raw p
+    text = ans(grid(), SETUP)
+    assert "Holm–Bonferroni over the family's 3 tested comparisons" in text
+    assert "chance alone would make about 0.2 of them clear (0.05 × 3)" in text
+    assert "at most 5%" in text
+
+
+def test_a_difference_clear_alone_is_not_clear_after_holm():
+    ssl_worst = [w + d for w, d in zip(SUP_WORST, (0.05, 0.025, 0.04))]
+    raw = stats.paired(ssl_worst, SUP_WORST)
+    assert 0.025 < raw["p"] < 0.05 and raw["ci_low"] > 0  # "better" under the previous, uncorrected rule
+    comps = {c["metric"]: c for c in comparisons(grid(ssl_worst=ssl_worst), SETUP) if c["family"] == "headline"}
+    # three tests: site shift has the smallest p (x3), worst case the middle one (x2), corruptions p = 1
+    assert comps["holdout_acc"]["p"] < raw["p"] < comps["corr_mean"]["p"]
+    assert comps["worst_ref"]["p_adj"] == pytest.approx(2 * raw["p"])
+    assert comps["worst_ref"]["kind"] == stats.INCONCLUSIVE  # CI +1.7 to +7.0 pp: not a bound either
+    assert comps["holdout_acc"]["kind"] == stats.WORSE
+
+
+def test_nulls_are_worded_as_bounded_or_inconclusive():
+    recs = grid()
+    for r in recs:  # corruption difference ±0.3 pp: a bounded null
+        r["metrics"]["corruptions"] = {"noise": {"1": 0.6 + (0.003 * (r["seed"] - 1) if r["method"] == "simclr" else 0)}}
+    text = ans(recs, SETUP)
+    assert re.search(r"corruptions: \*\*no difference larger than (0\.5|1\.0|1\.5) pp\*\* — mean corruption", text)
+    assert "corruptions: **inconclusive**" in ans(grid(), SETUP)  # the ±9 pp CI of SSL_CORR
+    first = text.splitlines()[0]
+    assert "a bounded null (no difference larger than X pp, X ≤ 3) in 1, inconclusive in 0" in first
+
+
+def test_zero_variance_headline_difference_is_undetermined():
+    recs = grid(ssl_worst=[w + 0.01 for w in SUP_WORST])  # exactly +1 pp on every seed
+    (w,) = [c for c in comparisons(recs, SETUP) if c["metric"] == "worst_ref"]
+    assert w["kind"] == stats.UNDETERMINED and w["verdict"] == "undetermined"
+    text = ans(recs, SETUP)
+    assert "undetermined (zero variance) in 1" in text.splitlines()[0]
+    assert "p undefined: zero variance" in text
+
+
+def _with_per_example(recs, n=100):
+    """Per-example outcomes whose means are the records' metrics (k of n examples correct)."""
+    for r in recs:
+        m = r["metrics"]
+        ones = lambda acc: [1] * round(acc * n) + [0] * (n - round(acc * n))  # noqa: E731
+        corr = sum(v for per in m["corruptions"].values() for v in per.values()) / 4
+        m["per_example"] = {"worst@0": ones(m["attacks"]["worst"]["0"]), "worst@2": ones(m["attacks"]["worst"]["2"]),
+                            "corruptions": ones(corr), "holdout": ones(m["holdout"]["acc"])}
+    return recs
+
+
+def test_headline_uses_the_hierarchical_bootstrap_when_records_carry_per_example_outcomes():
+    recs = _with_per_example(grid())
+    comps = {c["metric"]: c for c in comparisons(recs, SETUP)}
+    w = comps["worst_ref"]
+    assert w["test"] == "paired t + bootstrap" and w["n_examples"] == 100
+    rows = lambda arm: [r["metrics"]["per_example"]["worst@2"] for r in recs if r["method"] == arm]  # noqa: E731
+    boot = stats.hierarchical_bootstrap(rows("simclr"), rows("supervised"))
+    seeds_only = stats.paired(SSL_WORST, SUP_WORST)
+    assert (w["boot_ci_low"], w["boot_ci_high"], w["boot_p"]) == (boot["ci_low"], boot["ci_high"], boot["p"])
+    assert (w["t_ci_low"], w["t_ci_high"], w["t_p"]) == pytest.approx(
+        (seeds_only["ci_low"], seeds_only["ci_high"], seeds_only["p"]))
+    # both tests must find it: the larger p, the CI spanning both
+    assert w["p"] == max(boot["p"], seeds_only["p"])
+    assert w["ci_low"] == pytest.approx(min(boot["ci_low"], seeds_only["ci_low"]))
+    assert w["ci_high"] == pytest.approx(max(boot["ci_high"], seeds_only["ci_high"]))
+    gap = comps["gap"]  # per attacked example: worst case at ε=0 minus at the reference ε
+    assert gap["test"] == "paired t + bootstrap" and gap["ci_high"] < 0 and gap["kind"] == stats.BETTER
+    clean_acc = comps["clean_acc"]
+    assert clean_acc["test"] == "paired t"  # no per-example data for clean accuracy: seeds only
+    text = ans(recs, SETUP)
+    assert "3 seeds × 100 test examples" in text and "hierarchical paired bootstrap over seeds and test examples" in text
+    assert "called clear only when both find it" in text
+    # one record without per-example data: that comparison falls back to the seeds-only test, and says so
+    recs[0]["metrics"].pop("per_example")
+    comps = {c["metric"]: c for c in comparisons(recs, SETUP)}
+    assert comps["worst_ref"]["test"] == "paired t" and comps["worst_ref"]["ci_low"] == comps["worst_ref"]["t_ci_low"]
+    table = tables.comparison_table(comparisons(recs, SETUP))
+    tests = {row[3]: row[table.header.index("test")] for row in table.rows}
+    assert tests["mean corruption accuracy"].startswith("paired t") and "paired t" in tests["held-out-site accuracy"]
+
+
+def test_a_difference_the_seeds_cannot_test_stays_undetermined_whatever_the_bootstrap_says():
+    recs = _with_per_example(grid(ssl_worst=[w + 0.05 for w in SUP_WORST]))  # +5 pp on every seed exactly
+    (w,) = [c for c in comparisons(recs, SETUP) if c["metric"] == "worst_ref"]
+    assert w["test"] == "paired t + bootstrap" and math.isnan(w["t_p"])  # the t test is undefined
+    assert w["boot_p"] < 0.05  # the bootstrap alone would call it clear (5 of 100 examples per seed) ...
+    assert w["kind"] == stats.UNDETERMINED  # ... but the seed-to-seed variance is unknown: not clear
+
+
+def test_a_run_failing_a_self_check_is_not_paired():
+    recs = grid()
+    for r in recs:
+        if r["method"] == "simclr" and r["seed"] == 1:  # e.g. a kNN probe: exactly zero input gradient
+            r["metrics"]["checks"] = [{"name": "gradients_nonzero", "passed": False, "detail": "all zero"}]
+    comps = {c["metric"]: c for c in comparisons(recs, SETUP)}
+    assert comps["worst_ref"]["n"] == 2 and comps["worst_ref"]["excluded"] == [(1, ["gradients_nonzero"])]
+    assert comps["gap"]["n"] == 2
+    assert comps["worst_ref"]["mean_a"] == pytest.approx((SSL_WORST[0] + SSL_WORST[2]) / 2)
+    assert comps["corr_mean"]["n"] == 3 and comps["corr_mean"]["excluded"] == []  # not an adversarial comparison
+    text = ans(recs, SETUP)
+    assert "**Self-check exclusions:** 1 seed pair was kept out" in text
+    assert "simclr vs supervised at 10% labels, seed 1 (gradients_nonzero failed; left out of the adversarial" in text
+    assert "1 seed pair excluded: failed gradients_nonzero" in text
+    # above chance fails: that pair leaves every comparison
+    for r in recs:
+        if r["method"] == "supervised" and r["seed"] == 2:
+            r["metrics"]["checks"] = [{"name": "above_chance", "passed": False, "detail": "50%"}]
+    comps = {c["metric"]: c for c in comparisons(recs, SETUP)}
+    assert comps["corr_mean"]["n"] == 2 and comps["holdout_acc"]["n"] == 2 and comps["worst_ref"]["n"] == 1
+    assert "2 seed pairs were kept out" in ans(recs, SETUP) and "left out of every comparison" in ans(recs, SETUP)
+    # a check that does not distort a comparison excludes nothing
+    for r in recs:
+        r["metrics"]["checks"] = [{"name": "noise_weaker_than_attack", "passed": False, "detail": ""}]
+    assert all(not c["excluded"] for c in comparisons(recs, SETUP))
+
+
+def test_every_pair_excluded_is_said_so():
+    bad = [{"name": "monotone_in_eps", "passed": False, "detail": "rose"}]
+    comps = {c["metric"]: c for c in comparisons(grid(checks=bad), SETUP)}
+    assert comps["worst_ref"]["n"] == 0 and len(comps["worst_ref"]["excluded"]) == 3
+    assert comps["worst_ref"]["kind"] == stats.TOO_FEW
+    text = ans(grid(checks=bad), SETUP)
+    assert "adversarial: **not enough seeds** — every seed pair (3) was kept out" in text
+    dead = [{"name": "above_chance", "passed": False, "detail": "majority class"}]
+    first = ans(grid(checks=dead), SETUP).splitlines()[0]
+    assert "None of the 3 comparisons can be judged: failed self-checks leave fewer than 2" in first
+
+
+def test_defended_arm_failing_a_check_is_not_paired():
+    records = grid()
+    for i, s in enumerate((0, 1, 2)):
+        r = rec("simclr + noise", 0.1, s, 0.85, 0.70 + 0.01 * i, counterpart="supervised",
+                checks=[{"name": "eps0_equals_clean", "passed": s != 0, "detail": ""}])
+        r["defense"], r["undefended"] = "noise", "simclr"
+        records.append(r)
+    worst = next(c for c in dcomps(records, SETUP) if c["metric"] == "worst_ref")
+    assert worst["n"] == 2 and worst["excluded"] == [(0, ["eps0_equals_clean"])] and worst["family"] == "defenses"
+
+
+def _five_seeds():
+    out = []
+    for s in range(5):
+        out.append(rec("supervised", 0.1, s, 0.9, 0.40 + 0.01 * s))
+        out.append(rec("simclr", 0.1, s, 0.9, 0.50 + 0.012 * s, counterpart="supervised"))
+    return out
+
+
+def test_fewer_than_five_seeds_is_called_a_demonstration():
+    text = ans(grid(), SETUP)
+    assert "With 3 seeds this study is a demonstration" in text and "`configs/full.yaml`" in text
+    assert "demonstration" not in ans(_five_seeds(), SETUP)
+    assert "With 3 seeds" in ans(_five_seeds(), dict(SETUP, seeds=[0, 1, 2]))  # the study's own seed list counts
+
+
+def test_comparison_table_shows_raw_and_adjusted_p_and_names_the_correction():
+    table = tables.comparison_table(comparisons(grid(), SETUP))
+    for col in ("family", "95% CI (pp)", "test", "seeds-only t 95% CI (pp)", "p", "p (Holm)", "excluded pairs"):
+        assert col in table.header
+    assert "Holm–Bonferroni within each family" in table.note and "hierarchical paired bootstrap" in table.note
+    row = next(r for r in table.rows if r[3].startswith("worst-case"))
+    c = next(c for c in comparisons(grid(), SETUP) if c["metric"] == "worst_ref")
+    assert row[table.header.index("p")] == stats.fmt_p(c["p"])
+    assert row[table.header.index("p (Holm)")] == stats.fmt_p(c["p_adj"])
+    assert row[table.header.index("family")] == "headline robustness"

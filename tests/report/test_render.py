@@ -134,7 +134,7 @@ def test_answer_numbers_equal_table_numbers(full):
     ans = md[md.index("## The answer"):md.index("## Setup")]
     comp = md[md.index("## Paired comparison"):md.index("## Evaluation self-checks")]
     found = re.findall(r"([+-]?\d+\.\d)% (?:to|→) ([+-]?\d+\.\d)% \(([+-]?\d+\.\d) pp, 95% CI ([+-]?\d+\.\d) to "
-                       r"([+-]?\d+\.\d), (\d+) seeds\)", ans)
+                       r"([+-]?\d+\.\d), (\d+) seeds[,)]", ans)
     assert len(found) >= 6
     for frm, to, diff, lo, hi, n in found:
         assert f"| {frm} | {to} | {diff} | {lo} to {hi} |" in comp

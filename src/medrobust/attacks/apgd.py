@@ -33,9 +33,12 @@ Losses (logits ``z`` ``[N, K]``, ``π`` = the indices sorting ``z`` in decreasin
   does not exist, and any shift- *and* scale-invariant function of two logits is piecewise constant (a
   function of the sign of ``z₁ − z₀``), so the untargeted margin ``z_other − z_y`` (the CW loss, shift-
   invariant) is used unscaled — with sign steps and loss *comparisons* only, a per-example positive scale
-  would not change the run anyway. Multilabel: per-finding margins ``s_k = (1 − 2y_k)·z_k`` (> 0 when the
-  decision ``z_k > 0`` is wrong) summed as ``Σ_k min(s_k, 0)``: every finding still correct pulls, flipped
-  findings stop competing for the budget (maximum 0 = all decisions wrong).
+  would not change the run anyway. CE is an increasing function of that margin too, so from the same start
+  APGD-DLR retraces APGD-CE on two classes: the study's worst case runs APGD-CE restarts from new starts
+  there instead (``medrobust.evaluation.adversarial.sequence_steps``). Multilabel: per-finding margins
+  ``s_k = (1 − 2y_k)·z_k`` (> 0 when the decision ``z_k > 0`` is wrong) summed as ``Σ_k min(s_k, 0)``: every
+  finding still correct pulls, flipped findings stop competing for the budget (maximum 0 = all decisions
+  wrong).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from medrobust.attacks.base import LossFn, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict
+from medrobust.attacks.base import (LossFn, check_inputs, eot_samples, errors, eval_mode, loss_and_grad, predict,
+                                    restrict)
 from medrobust.attacks.pgd import ascent_direction, per_example, project
 from medrobust.registry import register
 from medrobust.task import Task, task_loss
@@ -144,8 +148,10 @@ class _APGD:
                     idx = (best_err < 1).nonzero()[:, 0]  # examples with a decision left to flip
                     if len(idx) == 0:
                         return best
-                    x_r, err_r, loss_r = self._run(model, x[idx], y[idx], eps, task, make_loss(idx), samples,
-                                                   generator)
+                    # a restart runs on the examples not yet fooled: a model with bound inputs (the report of a
+                    # FixedReport) must be restricted to them too
+                    sub = model if len(idx) == len(x) else restrict(model, idx)
+                    x_r, err_r, loss_r = self._run(sub, x[idx], y[idx], eps, task, make_loss(idx), samples, generator)
                     better = (err_r > best_err[idx]) | ((err_r == best_err[idx]) & (loss_r > best_loss[idx]))
                     keep = idx[better]
                     best[keep], best_err[keep], best_loss[keep] = x_r[better], err_r[better], loss_r[better]

@@ -4,6 +4,10 @@ Batched tensor ops on ``[N, C, *spatial]`` in ``[0, 1]`` (2D or 3D), randomness 
 ``torch.Generator``. No colour-jitter assumptions: intensity changes are gamma, contrast and brightness,
 as acquisition differences are. Geometric: random resized crop, small rotation, optional flip, all as one
 affine resampling (``affine_grid`` + ``grid_sample``).
+
+Several of these are also evaluated corruptions; :func:`covered_corruptions` names the corruptions a
+``ViewParams`` applies during training, so the report can tell corruptions an arm has seen in augmentation
+from those held out from it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,36 @@ class ViewParams(BaseModel):
     blur_sigma: float = Field(0.8, ge=0, description="pixels")
     noise_p: float = Field(0.3, ge=0, le=1)
     noise_std: float = Field(0.03, ge=0)
+
+
+#: evaluated corruption -> does a training view with these parameters apply it (at any strength)?
+_COVERS = {
+    "gaussian-noise": lambda p: p.noise_p > 0 and p.noise_std > 0,
+    "gaussian-blur": lambda p: p.blur_p > 0 and p.blur_sigma > 0,
+    "contrast": lambda p: p.contrast > 0,
+    "brightness": lambda p: p.brightness > 0,
+    "gamma": lambda p: p.gamma > 1,
+}
+
+
+def covered_corruptions(params: ViewParams) -> list[str]:
+    """The registered corruptions that :func:`random_view` with ``params`` also applies, in a fixed order
+    (``noise_p > 0`` -> ``gaussian-noise``, ``blur_p > 0`` -> ``gaussian-blur``, ``contrast > 0`` ->
+    ``contrast``, ``brightness > 0`` -> ``brightness``, ``gamma > 1`` -> ``gamma``)."""
+    return [name for name, applies in _COVERS.items() if applies(params)]
+
+
+def views_in(params: BaseModel) -> list[ViewParams]:
+    """Every :class:`ViewParams` among the fields of a component's ``params`` (``views``, DINO's
+    ``local_views``, Robust-MMR's ``style``, ...), nested models included."""
+    found = []
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, ViewParams):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            found += views_in(value)
+    return found
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
@@ -82,8 +116,10 @@ def random_view(x: torch.Tensor, p: ViewParams, g: torch.Generator) -> torch.Ten
     contrast = _uniform(n, 1 - p.contrast, 1 + p.contrast, g, x.device).view(bshape)
     x = (x - mean) * contrast + mean + _uniform(n, -p.brightness, p.brightness, g, x.device).view(bshape)
     if p.blur_p > 0 and p.blur_sigma > 0:
-        pick = (torch.rand(n, generator=g).to(x.device) < p.blur_p).view(bshape)
-        x = torch.where(pick, gaussian_blur(x, p.blur_sigma), x)
+        pick = torch.rand(n, generator=g).to(x.device) < p.blur_p  # [N]
+        if pick.any():  # blur only the picked images (the same result as blurring all and selecting)
+            x = x.clone()
+            x[pick] = gaussian_blur(x[pick], p.blur_sigma)
     if p.noise_p > 0 and p.noise_std > 0:
         pick = (torch.rand(n, generator=g).to(x.device) < p.noise_p).view(bshape)
         noise = torch.randn(x.shape, generator=g).to(x.device) * p.noise_std

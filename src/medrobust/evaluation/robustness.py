@@ -24,7 +24,7 @@ from medrobust.evaluation.adversarial import PRESETS, AttackTarget, eps_key, to_
 from medrobust.evaluation.metrics import auc, per_example_accuracy, scores
 from medrobust.evaluation.text_side import ReportAttackSpec, evaluate_report_attacks, monotone_in_budget
 from medrobust.models.heads import Classifier
-from medrobust.record import ClassifierMetrics
+from medrobust.record import PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT, ClassifierMetrics, worst_key
 from medrobust.schema import Component, as_component
 
 EVAL_SEED = 20240531  # fixed: the same attacked subset and corruption noise for every run
@@ -153,13 +153,16 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     task, bs = data.task, cfg.batch_size
     note = progress or (lambda _msg: None)
     metrics: dict = {}
+    per_example: dict[str, list] = {}  # outcome per example, paired across runs (the report's bootstrap)
     test_text = _text_features(model, data.test_tokens, bs)
     clean_logits = _predict(model, data.test_images, test_text, bs)
     metrics["clean"] = _summary(clean_logits, data.test_labels, task)
     if data.holdout_images is not None and len(data.holdout_images):
         holdout_text = _text_features(model, data.holdout_tokens, bs)
-        metrics["holdout"] = _summary(_predict(model, data.holdout_images, holdout_text, bs),
-                                      data.holdout_labels, task)
+        holdout_logits = _predict(model, data.holdout_images, holdout_text, bs)
+        metrics["holdout"] = _summary(holdout_logits, data.holdout_labels, task)
+        per_example[PER_EXAMPLE_HOLDOUT] = _compact(per_example_accuracy(
+            holdout_logits, torch.as_tensor(data.holdout_labels), task))
     if model.uses_text:
         empty = _text_features(model, data.empty_tokens, bs)
         empty = empty.expand(len(data.test_images), *empty.shape[1:])
@@ -180,7 +183,10 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
-    metrics["worst_case_sequence"], metrics["worst_case_broke"] = [s.name for s in cfg.sequence()], broke
+    metrics["worst_case_broke"] = broke  # keyed by what ran (apgd-dlr becomes apgd-ce-restarts on 2-class tasks)
+    metrics["worst_case_sequence"] = [s.label for s in adversarial.sequence_steps(cfg.sequence(), task)]
+    for e in {0.0, float(cfg.reference_epsilon)} & set(worst):  # ε=0 too: the gap's per-example clean point
+        per_example[worst_key(eps_key(e))] = _compact(worst[e])
     if getattr(model, "randomized", False):  # what an attack that ignores the randomness would report
         blind = AttackTarget(adversarial.WithoutEOT(model), target.images, target.labels, task, target.text_feats, bs)
         pgd = adversarial.build_attack(adversarial.REFERENCE_PGD)
@@ -199,18 +205,27 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
         attack_checks.append(monotone_in_budget(metrics["text_attacks"], len(subset)))
 
     note("corruptions")
-    metrics["corruptions"] = _corruptions(model, data, test_text, cfg)
+    metrics["corruptions"], corrupted = _corruptions(model, data, test_text, cfg)
+    if corrupted is not None:
+        per_example[PER_EXAMPLE_CORRUPTIONS] = _compact(corrupted)
     metrics["checks"] = [checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel),
                          *attack_checks]
     metrics["n_adversarial"] = int(len(subset))
+    metrics["per_example"] = per_example
     return ClassifierMetrics.model_validate(metrics)
 
 
 def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subset: np.ndarray,
                    clean: torch.Tensor, per_attack: dict, worst: dict, cfg: EvalConfig) -> list[dict]:
-    """The self-checks of principle 7 on this model's attacked examples."""
+    """The self-checks of principle 7 on this model's attacked examples.
+
+    A randomised model's ε=0 check compares with its expected clean accuracy (``target.clean_accuracy()``,
+    the decisions every attacked point is scored by), not the one-pass ``clean``.
+    """
     n, ref = len(subset), cfg.reference_epsilon
-    out = [checks.eps0_equals_clean(clean, per_attack, getattr(model, "randomized", False)),
+    randomized = getattr(model, "randomized", False)
+    out = [checks.eps0_equals_clean(target.clean_accuracy() if randomized else clean, per_attack, randomized,
+                                    worst.get(0.0)),
            checks.monotone_in_eps(per_attack, cfg.epsilons)]
     # unbounded ε: for image+report models attack the image pathway alone (report removed), since a clean
     # report can legitimately keep the decision whatever the image
@@ -220,14 +235,8 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
         empty = empty.expand(n, *empty.shape[1:])
         large, note = AttackTarget(model, target.images, target.labels, target.task, empty, target.batch_size), \
             " (image pathway, report removed)"
-    pgd = adversarial.build_attack(adversarial.REFERENCE_PGD)
-    big = large.accuracy_under(pgd, to_pixels(cfg.check_epsilon), torch.Generator().manual_seed(EVAL_SEED))
-    free = None
-    if model.uses_text and float(big.mean()) >= 0.05:  # can the image move these decisions at all?
-        square = adversarial.build_attack(adversarial.CHECK_SQUARE)
-        free = float(large.accuracy_under(square, to_pixels(cfg.check_epsilon),
-                                          torch.Generator().manual_seed(EVAL_SEED)).mean())
-    out.append(checks.large_eps_breaks(float(big.mean()), cfg.check_epsilon, note, free))
+    big, free, strong = adversarial.large_eps_accuracies(large, cfg.check_epsilon, EVAL_SEED, model.uses_text)
+    out.append(checks.large_eps_breaks(big, cfg.check_epsilon, note, free, strong))
     out.append(checks.gradients_nonzero(adversarial.gradient_norms(target)))
     if ref in worst:
         noise = adversarial.random_noise_accuracy(target, to_pixels(ref), EVAL_SEED)
@@ -237,17 +246,33 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
         apgd = target.accuracy_under(adversarial.build_attack(spec), to_pixels(ref),
                                      torch.Generator().manual_seed(EVAL_SEED))
         out.append(checks.apgd_not_weaker_than_pgd(float(apgd.mean()), float(per_attack["pgd"][ref].mean()), ref, n))
+    strongest = adversarial.strongest_gradient_attack(adversarial.sequence_steps(cfg.sequence(), target.task),
+                                                      cfg.attacks)
+    if ref in worst and strongest is not None:  # is the budget converged? (cost: adversarial.convergence)
+        after = adversarial.convergence(target, worst[ref], strongest, ref, EVAL_SEED)
+        out.append(checks.attack_converged(float(worst[ref].mean()), float(after.mean()), ref, n,
+                                           adversarial.describe(adversarial.reinforced(strongest))))
     return out
 
 
-def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None, cfg: EvalConfig) -> dict:
+def _compact(outcomes: torch.Tensor) -> list[int | float]:
+    """Per-example outcomes for the record: 0/1 ints when they are, else floats rounded to 4 decimals."""
+    xs = outcomes.detach().double().flatten().tolist()
+    return [int(x) for x in xs] if all(x in (0.0, 1.0) for x in xs) else [round(x, 4) for x in xs]
+
+
+def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None,
+                 cfg: EvalConfig) -> tuple[dict, torch.Tensor | None]:
+    """Accuracy per corruption and severity, and each test example's mean accuracy over all of them."""
     out: dict[str, dict[str, float]] = {}
+    total, count = None, 0
     for name in cfg.corruptions:
         out[name] = {}
         for severity in cfg.severities:
             generator = torch.Generator().manual_seed(EVAL_SEED + severity)
             logits = _predict(model, data.test_images, text_feats, cfg.batch_size,
                               transform=lambda x, _start: apply(name, x, severity, generator))
-            out[name][str(severity)] = float(per_example_accuracy(logits, torch.as_tensor(data.test_labels),
-                                                                  data.task).mean())
-    return out
+            correct = per_example_accuracy(logits, torch.as_tensor(data.test_labels), data.task).double()
+            out[name][str(severity)] = float(correct.mean())
+            total, count = (correct if total is None else total + correct), count + 1
+    return out, None if total is None else total / count

@@ -6,7 +6,8 @@ returns a dict with a scalar ``"loss"`` (plus detached extras to log); it may de
 ``Params`` (a pydantic model that forbids unknown keys) it carries one declaration, ``info``:
 
 * ``MethodInfo(role="supervised")`` — an objective on labeled data:
-  ``__init__(self, model: Classifier, task: Task, params: Params | None = None)``.
+  ``__init__(self, model: Classifier, task: Task, params: Params | None = None, seed: int = 0)``; ``seed``
+  is the run seed, for the objective's own randomness (the views that augment each labeled batch).
 * ``MethodInfo(role="self-supervised", counterpart=...)`` — pre-training that trains the given encoders in
   place: ``__init__(self, encoders: Encoders, params: Params | None = None, seed: int = 0)``. The study keeps
   ``encoders.image`` (and ``text`` / ``fusion`` where the method uses them) and fine-tunes it with the
@@ -14,6 +15,15 @@ returns a dict with a scalar ``"loss"`` (plus detached extras to log); it may de
 
 Randomness seeded from the run seed comes from :func:`method_generator`, one generator per method, so
 every method sees the same streams on every machine (per rank under DDP).
+
+Two optional class-level hooks, each with its default here (callers use the functions, never the names):
+
+* ``display_name_for(encoder_name, params) -> str`` (classmethod): the name tables give the method when it
+  is built on the image encoder ``encoder_name`` (``mae`` on a CNN is SimMIM-style). Default
+  ``info.display_name``; read through :func:`display_name_of`.
+* ``augmented_corruptions(params) -> list[str]`` (classmethod): the evaluated corruptions the method's
+  training augmentations apply. Default: those of every :class:`~medrobust.data.views.ViewParams` in its
+  ``params`` (:func:`medrobust.data.views.covered_corruptions`); read through :func:`augmented_corruptions_of`.
 """
 
 from __future__ import annotations
@@ -22,8 +32,10 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
+from medrobust.data.views import covered_corruptions, views_in
 from medrobust.engine.distributed import rank
 
 Role = Literal["supervised", "self-supervised"]
@@ -109,3 +121,19 @@ def info_of(cls) -> MethodInfo:
         raise TypeError(f"{label} declares no method contract: expected a class attribute "
                         f"`info = MethodInfo(...)`, found {got}")
     return info
+
+
+def display_name_of(cls, encoder_name: str, params: BaseModel | None = None) -> str:
+    """How tables name method ``cls`` built on the image encoder ``encoder_name`` with ``params``: its
+    ``display_name_for`` hook when it has one, else ``info.display_name``."""
+    hook = getattr(cls, "display_name_for", None)
+    return hook(encoder_name, params) if hook is not None else info_of(cls).display_name
+
+
+def augmented_corruptions_of(cls, params: BaseModel) -> list[str]:
+    """The corruption names that method ``cls``'s training augmentations with ``params`` cover, sorted: its
+    ``augmented_corruptions`` hook when it has one, else the union over every ``ViewParams`` in ``params``."""
+    hook = getattr(cls, "augmented_corruptions", None)
+    if hook is not None:
+        return sorted(set(hook(params)))
+    return sorted({c for views in views_in(params) for c in covered_corruptions(views)})

@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from medrobust import registry
 from medrobust.data.views import ViewParams, random_view
 from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.methods.restoration import PixelDecoder, input_geometry
@@ -129,6 +130,16 @@ class MAE(nn.Module):
 
     Params = MAEParams
     info = MethodInfo("MAE", "self-supervised", counterpart="supervised")
+
+    @classmethod
+    def display_name_for(cls, encoder_name: str, params: MAEParams | None = None) -> str:
+        """``"MAE"`` on a ViT (a registered encoder with ``patch_tokens``); the SimMIM-style variant's name on
+        any other encoder, or when ``variant`` is ``"simmim"`` — what ``__init__`` builds for that encoder."""
+        variant = (params or MAEParams()).variant
+        is_vit = hasattr(registry.get("encoder", encoder_name), "patch_tokens")
+        if is_vit and variant != "simmim":
+            return cls.info.display_name
+        return "SimMIM-style masked image modelling" + (" (MAE on a CNN)" if not is_vit else " (MAE on a ViT)")
 
     def __init__(self, encoders: Encoders, params: MAEParams | None = None, seed: int = 0):
         super().__init__()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from medrobust import registry
-from medrobust.methods.contract import Encoders, MethodInfo, info_of, method_generator
+from medrobust.methods.contract import Encoders, MethodInfo, augmented_corruptions_of, info_of, method_generator
 from medrobust.registry import register
 
 
@@ -81,6 +81,15 @@ class Multi(nn.Module):
 
     Params = MultiParams
     info = MethodInfo("Multi-task", "self-supervised", counterpart="supervised")
+
+    @classmethod
+    def augmented_corruptions(cls, params: MultiParams) -> list[str]:
+        """The union of every task's augmented corruptions."""
+        out: set[str] = set()
+        for spec in params.tasks:
+            task = registry.get("method", spec.name)
+            out.update(augmented_corruptions_of(task, task.Params.model_validate(spec.params)))
+        return sorted(out)
 
     def __init__(self, encoders: Encoders, params: MultiParams | None = None, seed: int = 0):
         super().__init__()

@@ -218,6 +218,12 @@ class Restoration(nn.Module):
     Params = RestorationParams
     info = MethodInfo("Restoration (Models Genesis)", "self-supervised", counterpart="supervised")
 
+    @classmethod
+    def augmented_corruptions(cls, params: RestorationParams) -> list[str]:
+        """The random Bézier intensity curve (``nonlinear_p``) is a monotone remapping of which gamma and
+        contrast changes are special cases; shuffling and painting match no evaluated corruption."""
+        return ["contrast", "gamma"] if params.genesis.nonlinear_p > 0 else []
+
     def __init__(self, encoders: Encoders, params: RestorationParams | None = None, seed: int = 0):
         super().__init__()
         image_encoder = encoders.image

@@ -30,7 +30,7 @@ from torch import nn
 
 from medrobust.corruptions.intensity import bias_field_log
 from medrobust.data.tokenizer import PAD
-from medrobust.data.views import ViewParams, random_view
+from medrobust.data.views import ViewParams, covered_corruptions, random_view
 from medrobust.engine.distributed import gather_with_grad
 from medrobust.methods.contract import Encoders, MethodInfo
 from medrobust.methods.masking import patch_mask_to_pixels, patchify, saliency_mask
@@ -105,6 +105,11 @@ class RobustMMR(MMR):
     Params = RobustMMRParams
     info = MethodInfo("Robust-MMR", "self-supervised", ("image", "text"), counterpart="supervised-multimodal",
                       uses_fusion=True)
+
+    @classmethod
+    def augmented_corruptions(cls, params: RobustMMRParams) -> list[str]:
+        """The site-style view's corruptions, plus ``bias-field`` when its random bias field is on."""
+        return covered_corruptions(params.style) + (["bias-field"] if params.bias_field > 0 else [])
 
     def __init__(self, encoders: Encoders, params: RobustMMRParams | None = None, seed: int = 0):
         super().__init__(encoders, params, seed)

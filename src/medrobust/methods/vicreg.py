@@ -1,8 +1,10 @@
 """VICReg: variance-invariance-covariance regularisation of two views' embeddings.
 
 Bardes, Ponce, LeCun (2022), "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised
-Learning", ICLR. Encoder → 3-layer expander (BN + ReLU between layers). Loss (eq. 6):
-``λ·s(Z, Z') + μ·[v(Z) + v(Z')] + ν·[c(Z) + c(Z')]`` with (eq. 1–5, as in the official code)
+Learning", ICLR. Encoder → 3-layer expander (BN + ReLU between layers). Loss as in the official code
+(facebookresearch/vicreg ``main_vicreg.py``): ``λ·s(Z, Z') + μ·[v(Z) + v(Z')]/2 + ν·[c(Z) + c(Z')]`` — the
+code halves the variance term (``std_loss = mean(relu(1 − std_x))/2 + mean(relu(1 − std_y))/2``), which the
+paper's eq. 6 (``μ·[v(Z) + v(Z')]``) does not show. With (eq. 1–5)
 ``s = mean_{i,k} (z_ik − z'_ik)²`` (invariance; the paper's ``1/n Σ_i ‖z_i − z'_i‖²`` divided by ``d``),
 ``v(Z) = 1/d Σ_j max(0, γ − √(Var(z^j) + ε))`` (variance hinge, unbiased variance, γ = 1, ε = 1e-4),
 ``c(Z) = 1/d Σ_{i≠j} Cov(Z)_ij²`` with ``Cov(Z) = 1/(n−1) Σ_b (z_b − z̄)(z_b − z̄)ᵀ`` (covariance),
@@ -40,9 +42,10 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
 
 def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
                 cov_coeff: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """VICReg loss of the embeddings ``z1``, ``z2`` ([N, D]); returns the total and its three terms."""
+    """VICReg loss of the embeddings ``z1``, ``z2`` ([N, D]); returns the total and its three terms
+    (``variance`` is ``[v(z1) + v(z2)] / 2``, as the official code)."""
     parts = {"invariance": F.mse_loss(z1, z2),
-             "variance": variance_term(z1) + variance_term(z2),
+             "variance": (variance_term(z1) + variance_term(z2)) / 2,  # halved, as the official code
              "covariance": covariance_term(z1) + covariance_term(z2)}
     total = sim_coeff * parts["invariance"] + std_coeff * parts["variance"] + cov_coeff * parts["covariance"]
     return total, parts

@@ -1,9 +1,10 @@
 """The answer to the study's question, in plain words, written from the numbers.
 
-:func:`comparisons` pairs every self-supervised arm with its ``counterpart`` (same label fraction, same
-seed) and runs :func:`medrobust.report.stats.paired` on each metric; :func:`answer` turns those results
-into a short Markdown text. Every number in the text is formatted by the same functions as the paired
-comparison table, so the text and the table agree digit for digit.
+The comparisons come from :mod:`medrobust.report.compare` (re-exported here: :func:`comparisons`,
+:func:`defense_comparisons`); :func:`answer` turns them into a short Markdown text. Every number in the text
+is formatted by the same functions as the paired comparison table, so the text and the table agree digit for
+digit. Words follow the verdict rules of :mod:`medrobust.report.stats`: "clearly" only for a Holm-adjusted
+p < 0.05 within the family; a null is either bounded ("no difference larger than X pp") or inconclusive.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import math
 
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
-from medrobust.report.stats import BETTER, TOO_FEW, UNCLEAR, WORSE, fmt_ci, fmt_diff, fmt_eps, fmt_fraction, fmt_value
+from medrobust.report.compare import (COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH, comparisons,  # noqa: F401
+                                      defense_comparisons)
+from medrobust.report.stats import (BETTER, BOUNDED, CLEAR, INCONCLUSIVE, TOO_FEW, UNDETERMINED, WORSE, fmt_ci,
+                                    fmt_diff, fmt_eps, fmt_fraction, fmt_p, fmt_value)
 
-#: metrics compared between a self-supervised arm and its counterpart (noreport only if both multimodal)
-COMPARED = ("clean_acc", "worst_ref", "gap", "corr_mean", "holdout_acc", "noreport_acc", "vqa_acc", "vqa_adv", "r10",
-            "r10_adv")
-#: the multimodal downstream tasks (image+report arms with multimodal.tasks), summarised in one line
-TASKS = ("vqa_acc", "vqa_adv", "r10", "r10_adv")
-#: the three robustness questions the answer is about, with the short word used in the text
-ROBUSTNESS = {"worst_ref": "adversarial", "corr_mean": "corruptions", "holdout_acc": "site shift"}
 NEAR_ZERO = 0.05
+#: fewer seeds than this: the answer says its conclusions are a demonstration and points to FULL_CONFIG
+MIN_SEEDS = 5
+FULL_CONFIG = "configs/full.yaml"
+
 
 def pretty(records: list[RunRecord], arm: str) -> str:
     """Human name of an arm: the method's display name (``simclr`` → ``SimCLR``, carried by the record) for an
@@ -34,77 +35,31 @@ def _multimodal(records: list[RunRecord], arm: str) -> bool:
     return any(r.arm == arm and r.uses_text for r in records)
 
 
-def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> list[dict]:
-    """Paired comparisons of every self-supervised arm with its counterpart: the supervised arm with the same
-    inputs, or for an ablation arm (e.g. ``robust-mmr(domain_weight=0)``) the full arm (``ablation`` True).
-
-    Args:
-        records: run records.
-        setup: study setup (used for method order and the reference ε).
-
-    Returns:
-        One dict per (arm, fraction, metric) with data in both arms: ``arm``, ``counterpart``,
-        ``fraction``, ``metric``, ``label``, ``unit``, ``higher_is_better``, the :func:`stats.paired`
-        fields (``mean_diff``, ``ci_low``, ``ci_high``, ``p``, ``n``, ``mean_a`` = arm, ``mean_b`` =
-        counterpart) and ``verdict``.
-    """
-    setup = setup or StudyFacts()
-    ms = tables.metrics(tables.reference_eps(records, setup))
-    out = []
-    for arm in tables.method_order(records, setup):
-        arm_recs = [r for r in records if r.arm == arm]
-        base = tables.ablation_base(records, arm)
-        cp = base or next((r.counterpart for r in arm_recs if r.counterpart), None)
-        if cp is None or not any(r.self_supervised for r in arm_recs) or any(r.defense for r in arm_recs):
-            continue  # defended arms are compared with their undefended arm (defense_comparisons)
-        for f in tables.fraction_order(records):
-            a_by_seed = {r.seed: r for r in tables.runs(records, arm, f)}
-            b_by_seed = {r.seed: r for r in tables.runs(records, cp, f)}
-            seeds = sorted(s for s in a_by_seed if s in b_by_seed)
-            if not seeds:
-                continue
-            for name in COMPARED:
-                if name == "noreport_acc" and not (_multimodal(records, arm) and _multimodal(records, cp)):
-                    continue
-                m = ms[name]
-                res = stats.paired([m.get(a_by_seed[s]) for s in seeds], [m.get(b_by_seed[s]) for s in seeds])
-                if res["n"] == 0:
-                    continue
-                out.append(dict(res, arm=arm, counterpart=cp, ablation=base is not None,
-                                fraction=f, metric=name, label=m.label,
-                                unit=m.unit, higher_is_better=m.higher_is_better,
-                                verdict=stats.verdict(res, m.higher_is_better)))
-    return out
+def _tested(comps: list[dict]) -> int:
+    """Comparisons of a family that are tests (a defined p): the ``m`` of its Holm correction."""
+    return sum(math.isfinite(stats.num(c["p"])) for c in comps)
 
 
-def defense_comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> list[dict]:
-    """Each defended arm vs its undefended arm, paired by seed: worst-case accuracy and clean accuracy."""
-    setup = setup or StudyFacts()
-    ms = tables.metrics(tables.reference_eps(records, setup))
-    out = []
-    for arm in tables.method_order(records, setup):
-        recs = [r for r in records if r.arm == arm and r.defense]
-        if not recs:
-            continue
-        base = recs[0].undefended
-        for f in tables.fraction_order(records):
-            a = {r.seed: r for r in tables.runs(records, arm, f)}
-            b = {r.seed: r for r in tables.runs(records, base, f) if not r.defense}
-            seeds = sorted(s for s in a if s in b)
-            if not seeds:
-                continue
-            for name in ("worst_ref", "clean_acc"):
-                m = ms[name]
-                res = stats.paired([m.get(a[s]) for s in seeds], [m.get(b[s]) for s in seeds])
-                if res["n"]:
-                    out.append(dict(res, arm=arm, counterpart=base, fraction=f, metric=name,
-                                    verdict=stats.verdict(res, True)))
-    return out
+def _chance(comps: list[dict], short: bool = False) -> str:
+    """What chance alone would give in this family without the correction, and what Holm guarantees."""
+    m = _tested(comps)
+    if short:
+        return (f"Holm–Bonferroni over the family's {m} tested comparison{'s' if m != 1 else ''}; about "
+                f"{stats.ALPHA * m:.1f} would be clear by chance alone without it")
+    return (f"Holm–Bonferroni over the family's {m} tested comparison{'s' if m != 1 else ''}: without a correction "
+            f"chance alone would make about {stats.ALPHA * m:.1f} of them clear (0.05 × {m}); with it the chance of any "
+            f"false clear result in the family is at most 5%")
 
 
-def _defense_line(records: list[RunRecord], setup: StudyFacts) -> str:
-    """Which defense helps, by how much, at what clean cost (paired with the undefended arm)."""
-    comps = defense_comparisons(records, setup)
+def _kinds(comps: list[dict]) -> str:
+    """``"1 better, 0 worse, 2 bounded nulls, ..."``: how many comparisons of each kind."""
+    n = {k: sum(c["kind"] == k for c in comps) for k in stats.KINDS}
+    return (f"{n[BETTER]} better, {n[WORSE]} worse, {n[BOUNDED]} bounded null{'s' if n[BOUNDED] != 1 else ''}, "
+            f"{n[INCONCLUSIVE]} inconclusive, {n[UNDETERMINED]} undetermined, {n[TOO_FEW]} with too few seeds")
+
+
+def _defense_line(records: list[RunRecord], setup: StudyFacts, comps: list[dict]) -> str:
+    """Which defense helps, by how much, at what clean cost (``comps``: :func:`defense_comparisons`)."""
     if not comps:
         return ""
     ref = tables.reference_eps(records, setup)
@@ -112,12 +67,14 @@ def _defense_line(records: list[RunRecord], setup: StudyFacts) -> str:
     for c in (c for c in comps if c["metric"] == "worst_ref"):
         clean = next((d for d in comps if d["metric"] == "clean_acc" and d["arm"] == c["arm"]
                       and d["fraction"] == c["fraction"]), None)
-        cost = "" if clean is None else f"; clean accuracy {fmt_diff(clean['mean_diff'])} pp"
+        cost = ("" if clean is None
+                else f"; clean accuracy {fmt_diff(clean['mean_diff'])} pp, **{clean['verdict']}**")
         parts.append(f"{c['arm']} at {fmt_fraction(c['fraction'])} labels: worst-case accuracy "
                      f"{fmt_value(c['mean_b'])}% → {fmt_value(c['mean_a'])}% (**{c['verdict']}**, {_numbers(c)}{cost})")
-    best = max((c for c in comps if c["metric"] == "worst_ref" and c["verdict"] == BETTER),
+    best = max((c for c in comps if c["metric"] == "worst_ref" and c["kind"] == BETTER),
                key=lambda c: c["mean_diff"], default=None)
-    head = (f"Defenses (adaptive attacks, ε={fmt_eps(ref)}): " if ref else "Defenses: ")
+    head = (f"Defenses (adaptive attacks, ε={fmt_eps(ref)}; {_chance(comps, True)}): " if ref
+            else f"Defenses ({_chance(comps, True)}): ")
     tail = (f" The largest clear gain: **{best['arm']}** at {fmt_fraction(best['fraction'])} labels." if best
             else " No defense clearly raised worst-case accuracy.")
     return head + "; ".join(parts) + "." + tail
@@ -125,26 +82,26 @@ def _defense_line(records: list[RunRecord], setup: StudyFacts) -> str:
 
 def _tasks_line(records: list[RunRecord], comps: list[dict]) -> str:
     """The retrieval / VQA comparisons of the pre-trained image+report arms with their supervised counterpart:
-    how many, and the clear ones with their numbers."""
-    mine = [c for c in comps if c["metric"] in TASKS and not c["ablation"]]
+    how many of each kind, and the clear ones with their numbers."""
+    mine = [c for c in comps if c["family"] == "tasks"]
     if not mine:
         return ""
-    clear = [c for c in mine if c["verdict"] in (BETTER, WORSE)]
-    judged = [c for c in mine if c["verdict"] != TOO_FEW]
+    clear = [c for c in mine if c["kind"] in CLEAR]
     head = (f"**Retrieval and VQA** (each pre-trained image+report arm vs its supervised counterpart, fine-tuned "
-            f"on the same labeled pairs): {len(clear)} of {len(mine)} comparisons clear")
-    if not judged:
+            f"on the same labeled pairs): {len(clear)} of {len(mine)} comparisons clear after {_chance(mine, True)}; "
+            f"{_kinds(mine)}")
+    if all(c["kind"] == TOO_FEW for c in mine):
         return head + " — too few seeds to tell."
     if not clear:
-        return head + " — pre-training made no clear difference to retrieval R@10 or VQA accuracy, clean or attacked."
+        return head + " — no clear difference to retrieval R@10 or VQA accuracy, clean or attacked."
     parts = [f"{pretty(records, c['arm'])} at {fmt_fraction(c['fraction'])} labels, {c['label']}: **{c['verdict']}** "
              f"({fmt_value(c['mean_b'])}% → {fmt_value(c['mean_a'])}%, {_numbers(c)})" for c in clear]
-    return head + ": " + "; ".join(parts) + "."
+    return head + ". Clear: " + "; ".join(parts) + "."
 
 
 def _ablation_line(comps: list[dict]) -> str:
     """What each switched-off component did to robustness, relative to the full method on the same seeds."""
-    abl = [c for c in comps if c["ablation"] and c["metric"] in ROBUSTNESS]
+    abl = [c for c in comps if c["family"] == "ablations"]
     if not abl:
         return ""
     parts = []
@@ -153,39 +110,91 @@ def _ablation_line(comps: list[dict]) -> str:
         parts.append(f"`{arm}` vs `{mine[0]['counterpart']}` at {fmt_fraction(f)} labels — "
                      + "; ".join(_sentence(c) for c in mine))
     return ("**Ablations** (one component switched off, compared with the full method on the same seeds; "
-            "'better' means better *without* the component): " + ". ".join(parts) + ".")
+            f"'better' means better *without* the component; {_chance(abl, True)}): " + ". ".join(parts) + ".")
+
+
+def _excluded_note(c: dict) -> str:
+    k = len(c.get("excluded") or ())
+    if not k:
+        return ""
+    names = sorted({n for _, why in c["excluded"] for n in why})
+    return f"; {k} seed pair{'s' if k != 1 else ''} excluded: failed {', '.join(names)}"
 
 
 def _numbers(c: dict) -> str:
-    """``"+13.8 pp, 95% CI +6.1 to +21.5, 3 seeds"`` (or the one-seed form)."""
+    """``"+13.8 pp, 95% CI +6.1 to +21.5, 3 seeds × 100 test examples, p 0.004, Holm-adjusted p 0.012"``."""
     seeds = f"{c['n']} seed" + ("s" if c["n"] != 1 else "")
+    if c.get("test") == TEST_BOTH and c.get("n_examples"):
+        seeds += f" × {c['n_examples']} test examples"
     if c["n"] < 2:
-        return f"{fmt_diff(c['mean_diff'])} pp, {seeds}, no CI"
-    return f"{fmt_diff(c['mean_diff'])} pp, 95% CI {fmt_ci(c['ci_low'], c['ci_high'])}, {seeds}"
+        return f"{fmt_diff(c['mean_diff'])} pp, {seeds}, no CI{_excluded_note(c)}"
+    p = (f"p {fmt_p(c['p'])}, Holm-adjusted p {fmt_p(c['p_adj'])}" if math.isfinite(stats.num(c["p"]))
+         else "p undefined: zero variance")
+    return f"{fmt_diff(c['mean_diff'])} pp, 95% CI {fmt_ci(c['ci_low'], c['ci_high'])}, {seeds}, {p}{_excluded_note(c)}"
 
 
 def _sentence(c: dict) -> str:
     """One clause about one comparison, e.g. ``adversarial: **better** — raised ... from 41.2% to 55.0% (...)``."""
-    what = c["label"]
+    what, word = c["label"], ROBUSTNESS[c["metric"]]
+    if c["n"] == 0 and c.get("excluded"):
+        names = ", ".join(sorted({n for _, why in c["excluded"] for n in why}))
+        return (f"{word}: **{c['verdict']}** — every seed pair ({len(c['excluded'])}) was kept out because a run "
+                f"failed a self-check ({names})")
     a, b = fmt_value(c["mean_a"]) + "%", fmt_value(c["mean_b"]) + "%"
-    if c["verdict"] in (BETTER, WORSE):
+    if c["kind"] in CLEAR:
         verb = "raised" if c["mean_diff"] > 0 else "lowered"
         body = f"{verb} {what} from {b} to {a} ({_numbers(c)})"
     else:
         body = f"{what} {b} → {a} ({_numbers(c)})"
-    return f"{ROBUSTNESS[c['metric']]}: **{c['verdict']}** — {body}"
+    return f"{word}: **{c['verdict']}** — {body}"
 
 
-def _clean_explains(by_metric: dict) -> str:
-    """Say whether a clear robust-accuracy difference is explained by clean accuracy (via the robustness gap)."""
+def _gap_clause(by_metric: dict) -> str:
+    """For a clear robust-accuracy difference: what the robustness gap (clean − worst case) did, as measured."""
     w, g = by_metric.get("worst_ref"), by_metric.get("gap")
-    if not w or not g or w["verdict"] not in (BETTER, WORSE) or g["verdict"] == TOO_FEW:
+    if not w or not g or w["kind"] not in CLEAR or g["n"] < 2:
         return ""
-    nums = f"{fmt_diff(g['mean_diff'])} pp, 95% CI {fmt_ci(g['ci_low'], g['ci_high'])}"
-    if g["verdict"] == UNCLEAR:
-        return f", explained by clean accuracy (robustness gap clean − worst-case not clearly changed: {nums})"
-    change = "narrowed" if g["mean_diff"] < 0 else "widened"
-    return f", not only clean accuracy (robustness gap clean − worst-case {change}: {nums})"
+    p = f", Holm-adjusted p {fmt_p(g['p_adj'])}" if math.isfinite(stats.num(g["p_adj"])) else ""
+    nums = f"95% CI {fmt_ci(g['ci_low'], g['ci_high'])}{p}"
+    if g["kind"] == UNDETERMINED:
+        return (f"; the robustness gap (clean − worst case) changed by {fmt_diff(g['mean_diff'])} pp on every seed "
+                "(zero variance: undetermined)")
+    if g["kind"] in CLEAR:
+        change = "narrowed" if g["mean_diff"] < 0 else "widened"
+        return (f"; the robustness gap (clean − worst case) {change} by {fmt_value(abs(g['mean_diff']))} pp "
+                f"({nums}): the difference is not only clean accuracy")
+    return (f"; the robustness gap (clean − worst case) changed by {fmt_diff(g['mean_diff'])} pp ({nums}): not "
+            f"separable from the clean-accuracy difference at this sample size")
+
+
+def _exclusion_line(comps: list[dict]) -> str:
+    """How many seed pairs failing self-checks were kept out of comparisons, and why."""
+    pairs: dict[tuple, tuple[set, bool]] = {}
+    for c in comps:
+        for seed, why in c.get("excluded") or ():
+            key = (c["arm"], c["counterpart"], c["fraction"], seed)
+            names, everywhere = pairs.get(key, (set(), False))
+            pairs[key] = (names | set(why), everywhere or any(n in EXCLUDE_ALL for n in why))
+    if not pairs:
+        return ""
+    shown = [f"{arm} vs {cp} at {fmt_fraction(f)} labels, seed {s} ({', '.join(sorted(names))} failed; left out of "
+             + ("every comparison" if everywhere else "the adversarial comparisons: worst case and robustness gap")
+             + ")" for (arm, cp, f, s), (names, everywhere) in pairs.items()]
+    more = f"; and {len(shown) - 4} more" if len(shown) > 4 else ""
+    k = len(pairs)
+    return (f"**Self-check exclusions:** {k} seed pair{'s were' if k != 1 else ' was'} kept out of the comparisons "
+            f"a failed self-check would distort — " + "; ".join(shown[:4]) + more + ".")
+
+
+def _demo_line(records: list[RunRecord], setup: StudyFacts) -> str:
+    """Under MIN_SEEDS seeds: say that the conclusions are a demonstration and where the full study is."""
+    n = len(setup.seeds) or len({r.seed for r in records})
+    if n >= MIN_SEEDS:
+        return ""
+    return (f"**With {n} seed{'s' if n != 1 else ''} this study is a demonstration; its conclusions are not "
+            f"results:** so few seeds give wide confidence intervals and a coarse resampling of training runs. For "
+            f"conclusions run `{FULL_CONFIG}` ({MIN_SEEDS} seeds, 300 attacked "
+            "images, the published AutoAttack budgets; a GPU or an overnight CPU run).")
 
 
 def _near_zero_line(records: list[RunRecord], setup: StudyFacts) -> str:
@@ -248,7 +257,38 @@ def _checks_line(records: list[RunRecord]) -> str:
                       for c in failed[:3])
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
     return (f"**Caveat:** {len(failed)} evaluation self-check(s) failed ({shown}{more}); the robust accuracies "
-            f"of those runs may be unreliable — see the warnings and the self-check table.")
+            f"of those runs may be unreliable — see the warnings and the self-check table. Runs failing "
+            f"above_chance or an attack self-check are kept out of the comparisons they would distort.")
+
+
+def _headline(robust: list[dict], ref: str | None) -> str:
+    """The first paragraph: the kinds counted (first sentence, bold), what was compared, how it was tested."""
+    if all(c["kind"] == TOO_FEW for c in robust):
+        if any(c["excluded"] for c in robust):
+            return (f"**None of the {len(robust)} comparisons can be judged: failed self-checks leave fewer than 2 "
+                    "usable seed pairs in each (see the self-check exclusions below).**")
+        return (f"**With one seed per comparison, none of the {len(robust)} comparisons can be judged: rerun with "
+                f"2 or more seeds for confidence intervals.**")
+    n = {k: sum(c["kind"] == k for c in robust) for k in stats.KINDS}
+    s = (f"Of {len(robust)} robustness comparisons of self-supervised pre-training with its supervised counterpart: "
+         f"clearly more robust in {n[BETTER]}, clearly less robust in {n[WORSE]}, a bounded null (no difference "
+         f"larger than X pp, X ≤ 3) in {n[BOUNDED]}, inconclusive in {n[INCONCLUSIVE]}, undetermined (zero "
+         f"variance) in {n[UNDETERMINED]}, too few seeds in {n[TOO_FEW]}.")
+    what = {"worst_ref": f"worst-case accuracy at ε={fmt_eps(ref)}" if ref else "worst-case accuracy",
+            "corr_mean": "mean corruption accuracy", "holdout_acc": "held-out-site accuracy"}
+    kinds = [f"{ROBUSTNESS[k]} ({what[k]})" for k in ROBUSTNESS if any(c["metric"] == k for c in robust)]
+    boot = sum(c["test"] == TEST_BOTH for c in robust)
+    how = "95% CI and p from a paired t over seeds (the records carry no per-example outcomes)"
+    if boot:
+        how = ("each difference tested twice — a paired t over seeds and a hierarchical paired bootstrap over seeds "
+               f"and test examples ({stats.N_BOOT} resamples) — and called clear only when both find it (the larger "
+               "p; the CI spans both)")
+        if boot < len(robust):
+            how += f" for {boot}, a paired t over seeds alone for the other {len(robust) - boot}"
+    return (f"**{s}** Compared: {', '.join(kinds)}; differences are self-supervised − supervised in percentage "
+            f"points (pp); {how}. 'Clearly' means a Holm-adjusted p < 0.05 — {_chance(robust)}. A non-clear "
+            "difference is a bounded null (the 95% CI excludes any difference larger than X pp, X ≤ 3) or "
+            "inconclusive (not clear after the correction, and the CI allows a difference larger than 3 pp).")
 
 
 def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
@@ -259,50 +299,35 @@ def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
         setup: study setup.
 
     Returns:
-        A short Markdown text: a summary count, one bullet per (self-supervised arm, label fraction) with
-        the verdict, mean difference (pp), 95% CI and number of seeds for adversarial robustness (worst
-        case at the reference ε), corruptions and site shift, and caveats.
+        A short Markdown text: the kinds of the headline comparisons counted, the test and the correction
+        named, whether the study is only a demonstration (under :data:`MIN_SEEDS` seeds), one bullet per
+        (self-supervised arm, label fraction) with verdict, mean difference (pp), 95% CI, seeds, raw and
+        Holm-adjusted p for adversarial robustness (worst case at the reference ε), corruptions and site
+        shift; then retrieval/VQA, ablations, defenses, self-check exclusions and caveats.
     """
     setup = setup or StudyFacts()
     comps = comparisons(records, setup)
     ref = tables.reference_eps(records, setup)
-    robust = [c for c in comps if c["metric"] in ROBUSTNESS and not c["ablation"]]
+    robust = [c for c in comps if c["family"] == "headline"]
     lines: list[str] = []
     if not robust:
         lines.append("No self-supervised arm could be paired with its supervised counterpart on the same label "
                      "fraction and seed, so these records cannot answer the question.")
     else:
-        count = {v: sum(c["verdict"] == v for c in robust) for v in stats.VERDICTS}
-        if count[TOO_FEW] == len(robust):
-            s = (f"With one seed per comparison, none of the {len(robust)} comparisons can be judged: "
-                 f"rerun with 2 or more seeds for confidence intervals.")
-        else:
-            s = (f"Self-supervised pre-training made models clearly more robust in {count[BETTER]} of "
-                 f"{len(robust)} comparisons, clearly less robust in {count[WORSE]}, and made no clear "
-                 f"difference in {count[UNCLEAR]}")
-            s += f" ({count[TOO_FEW]} had too few seeds to tell)." if count[TOO_FEW] else "."
-        what = {"worst_ref": f"worst-case accuracy at ε={fmt_eps(ref)}" if ref else "worst-case accuracy",
-                "corr_mean": "mean corruption accuracy", "holdout_acc": "held-out-site accuracy"}
-        kinds = [f"{ROBUSTNESS[k]} ({what[k]})" for k in ROBUSTNESS if any(c["metric"] == k for c in robust)]
-        lines.append(f"**{s}** Compared: {', '.join(kinds)}; differences are self-supervised − supervised "
-                     f"in percentage points (pp), 95% CI over paired seeds.")
-        lines.append("")
-        seen = []
-        for c in robust:
-            if (c["arm"], c["fraction"]) not in seen:
-                seen.append((c["arm"], c["fraction"]))
-        for arm, f in seen:
+        lines += [_headline(robust, ref), ""]
+        demo = _demo_line(records, setup)
+        lines += [demo, ""] if demo else []
+        for arm, f in dict.fromkeys((c["arm"], c["fraction"]) for c in robust):
             mine = {c["metric"]: c for c in comps if c["arm"] == arm and c["fraction"] == f}
-            parts = []
-            for k in ROBUSTNESS:
-                if k in mine:
-                    parts.append(_sentence(mine[k]) + (_clean_explains(mine) if k == "worst_ref" else ""))
+            parts = [_sentence(mine[k]) + (_gap_clause(mine) if k == "worst_ref" else "")
+                     for k in ROBUSTNESS if k in mine]
             cp = pretty(records, next(iter(mine.values()))["counterpart"])
             head = f"At {fmt_fraction(f)} labels, {pretty(records, arm)} pre-training vs {cp}"
             lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
-    extra = [x for x in (_tasks_line(records, comps), _ablation_line(comps), _defense_line(records, setup),
-                         _report_reliance_line(records, setup), _near_zero_line(records, setup), _checks_line(records))
-             if x]
+    dcomps = defense_comparisons(records, setup)
+    extra = [x for x in (_tasks_line(records, comps), _ablation_line(comps), _defense_line(records, setup, dcomps),
+                         _exclusion_line(comps + dcomps), _report_reliance_line(records, setup),
+                         _near_zero_line(records, setup), _checks_line(records)) if x]
     for paragraph in extra:  # a blank line between: each its own paragraph in Markdown and HTML
         lines += ["", paragraph]
     return "\n".join(lines).strip() + "\n"

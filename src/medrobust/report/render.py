@@ -67,7 +67,11 @@ def _downstream_line(s: StudyFacts) -> str:
 
 def _budget_line(s: StudyFacts) -> str:
     p, f = s.pretrain, s.finetune
-    return (f"pre-training {p.get('steps')} steps × batch {p.get('batch_size')}; fine-tuning {f.get('steps')} steps "
+    pairs = p.get("pair_fraction", 1.0)
+    sparse = (f" (image+report arms on the {stats.fmt_value(pairs)}% of training images that have a report)"
+              if pairs < 1 and s.has_text else "")
+    return (f"pre-training {p.get('steps')} steps × batch {p.get('batch_size')}{sparse}; "
+            f"fine-tuning {f.get('steps')} steps "
             f"× batch {f.get('batch_size')} (pre-trained arms: {', '.join(f.get('mode') or ['full'])})")
 
 
@@ -202,7 +206,8 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
         for t in mm:
             table(t)
     b.append(("h", 2, "Paired comparison"))
-    comp = tables.comparison_table(answer_mod.comparisons(records, setup), marks)
+    comp = tables.comparison_table(answer_mod.comparisons(records, setup)
+                                   + answer_mod.defense_comparisons(records, setup), marks)
     b.append(("table", comp) if comp else ("md", "No self-supervised arm has a counterpart with shared seeds."))
     b.append(("h", 2, "Evaluation self-checks"))
     checks = tables.checks_table(records, setup)

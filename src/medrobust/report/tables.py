@@ -176,7 +176,8 @@ def reference_eps(records: list[RunRecord], setup: StudyFacts | None = None) -> 
 
 def ablation_base(records: list[RunRecord], arm: str) -> str | None:
     """The full arm that ``arm`` switches components off from, e.g. ``robust-mmr`` for
-    ``robust-mmr(domain_weight=0)``: same method without parameters and without a defense, when it ran."""
+    ``robust-mmr(domain_weight=0)`` or ``supervised`` for ``supervised(augment=False)``: same method without
+    parameters and without a defense, when it ran."""
     r = next((r for r in records if r.arm == arm), None)
     if r is None or not r.method_params or r.defense or r.method == arm:
         return None
@@ -301,43 +302,98 @@ def report_attack_tables(records: list[RunRecord], setup: StudyFacts, marks: set
     return out
 
 
+SEEN, HELD_OUT, SEEN_BY_ARM = "seen", "held out", "†"  # column marks: seen in / held out from augmentation
+
+
 def corruption_tables(records: list[RunRecord], setup: StudyFacts, severity: object) -> list[Table]:
-    """One table per label fraction: rows method, columns corruption, cell accuracy at ``severity``."""
+    """One table per label fraction: rows method, columns corruption, cell accuracy at ``severity``.
+
+    Each column says whether the arms' training augmentations apply that corruption (``RunRecord.augmented``):
+    "(seen)" in augmentation when every arm of the table saw it, "(held out)" from augmentation when none did;
+    otherwise the cells of the arms that saw it carry †. The note names the held-out corruptions.
+    """
     names = sorted({c for r in records for c in r.metrics.corruptions})
     order = [c for c in setup.corruptions if c in names] + [c for c in names if c not in setup.corruptions]
     out = []
     for f in fraction_order(records) if order else []:
-        rows = []
+        rows, arms = [], []
         for m in method_order(records, setup):
             cells = [fmt_cell(*summary(records, m, f, lambda r, c=c: corruption_acc(r, c, severity)))
                      for c in order]
             if any(c != stats.MISSING for c in cells):
                 rows.append([m] + cells)
+                arms.append(m)
         if rows:
+            seen = {c: {m for m in arms if any(c in r.augmented for r in runs(records, m, f))} for c in order}
+            for row, m in zip(rows, arms):
+                row[1:] = [cell + (f" {SEEN_BY_ARM}" if 0 < len(seen[c]) < len(arms) and m in seen[c] else "")
+                           for cell, c in zip(row[1:], order)]
+            header = [c + (f" ({SEEN})" if len(seen[c]) == len(arms) else f" ({HELD_OUT})" if not seen[c] else "")
+                      for c in order]
             out.append(Table(f"Accuracy (%) per corruption at severity {severity} — {fmt_fraction(f)} labels",
-                             ["method"] + order, rows))
+                             ["method"] + header, rows, _augmentation_note(
+                                 [c for c in order if not seen[c]], any(len(s) == len(arms) for s in seen.values()),
+                                 any(0 < len(s) < len(arms) for s in seen.values()))))
     return out
 
 
+def _test_name(c: dict) -> str:
+    if c.get("test") == "paired t + bootstrap":
+        return f"paired t and bootstrap ({c['n']} seeds × {c['n_examples']} examples), both required"
+    return "paired t (seeds only)"
+
+
+COMPARISON_NOTE = (
+    "Pairs share label fraction and seed. Difference = arm − counterpart. The 95% CI and p come from the test "
+    "named in 'test': when both arms' records carry per-example outcomes, a paired t over seeds AND a "
+    "hierarchical paired bootstrap (seeds resampled, then test examples within each seed, the same examples for "
+    f"both arms; {stats.N_BOOT} resamples with a fixed seed, percentile CI, two-sided bootstrap p), the larger p "
+    "and the CI spanning both (with few seeds the bootstrap alone understates the seed-to-seed variance); else the "
+    "paired t over seeds alone. The seeds-only t CI is shown for every row. Multiplicity: Holm–Bonferroni within each family (headline robustness, retrieval and "
+    "VQA, ablations, defenses, secondary); 'better' / 'worse' only when the Holm-adjusted p < 0.05. A non-clear "
+    "difference is 'no difference larger than X pp' (X the far end of its 95% CI rounded up to 0.5 pp, when "
+    "X ≤ 3) or 'inconclusive'; a difference with zero variance (p undefined) is 'undetermined'. Runs failing "
+    "above_chance are left out of every comparison, runs failing an attack self-check (gradients_nonzero, "
+    "large_eps_breaks, eps0_equals_clean, monotone_in_eps) out of the worst-case and gap comparisons: their "
+    "seed pairs are counted under 'excluded pairs'. For the robustness gap smaller is better, so a negative "
+    "difference is 'better'.")
+
+
+def _augmentation_note(held_out: list[str], all_seen: bool, partly: bool) -> str:
+    """Which corruptions no arm's training augmentation applies, so a gain on them is not having seen them."""
+    head = (f"({SEEN}) = seen in augmentation: every arm's training views (pre-training views and the supervised "
+            "fine-tuning views) apply that corruption, so accuracy under it partly measures having trained on it."
+            if all_seen else "")
+    if held_out:
+        tail = (f" ({HELD_OUT}) = held out from augmentation, no arm trains with it: {', '.join(held_out)} — "
+                "robustness to a corruption none of them has seen.")
+    else:
+        tail = " No corruption evaluated here is held out from augmentation: every one was seen in training."
+    return (head + tail + (f" {SEEN_BY_ARM}: that arm saw the corruption in augmentation, the others did not."
+                           if partly else "")).strip()
+
+
 def comparison_table(comparisons: list[dict], marks: set | None = None) -> Table | None:
-    """Paired self-supervised vs counterpart table from :func:`medrobust.report.answer.comparisons`."""
+    """Paired comparison table from :func:`medrobust.report.compare.comparisons` (and ``defense_comparisons``):
+    raw and Holm-adjusted p, the test used, the seeds-only t CI, excluded seed pairs and the verdict."""
     rows = []
     for c in comparisons:
         flag = marks and c["metric"] in ("worst_ref", "gap") and \
             ({(c["arm"], c["fraction"]), (c["counterpart"], c["fraction"])} & marks)
         rows.append([
             c["arm"] + (f" {WARN}" if flag else ""), c["counterpart"], f"{fmt_fraction(c['fraction'])}",
-            c["label"], fmt_value(c["mean_b"], c["unit"]), fmt_value(c["mean_a"], c["unit"]),
+            c["label"], stats.FAMILIES.get(c["family"], c["family"]).split(" (")[0],
+            fmt_value(c["mean_b"], c["unit"]), fmt_value(c["mean_a"], c["unit"]),
             stats.fmt_diff(c["mean_diff"], c["unit"]), stats.fmt_ci(c["ci_low"], c["ci_high"], c["unit"]),
-            stats.fmt_p(c["p"]), str(c["n"]), c["verdict"],
+            _test_name(c), stats.fmt_ci(c["t_ci_low"], c["t_ci_high"], c["unit"]),
+            stats.fmt_p(c["p"]), stats.fmt_p(c["p_adj"]), str(c["n"]), str(len(c["excluded"])), c["verdict"],
         ])
     if not rows:
         return None
     return Table("",
-                 ["arm", "counterpart", "labels", "metric", "counterpart (%)", "arm (%)", "difference (pp)",
-                  "95% CI (pp)", "p (paired t)", "n pairs", "verdict"], rows,
-                 "Pairs share label fraction and seed. Difference = arm − counterpart. For the robustness gap "
-                 "smaller is better, so a negative difference is 'better'.")
+                 ["arm", "counterpart", "labels", "metric", "family", "counterpart (%)", "arm (%)", "difference (pp)",
+                  "95% CI (pp)", "test", "seeds-only t 95% CI (pp)", "p", "p (Holm)", "n pairs", "excluded pairs",
+                  "verdict"], rows, COMPARISON_NOTE)
 
 
 def checks_table(records: list[RunRecord], setup: StudyFacts) -> Table | None:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from medrobust import registry
+from medrobust.config import PretrainConfig
 from medrobust.engine import checkpoint, distributed
 from medrobust.engine.train import FitConfig, FitResult, fit
 from medrobust.methods.contract import Encoders, MethodInfo, info_of
@@ -46,9 +48,24 @@ def _modules(info: MethodInfo, image, text, fusion) -> Encoders:
     return Encoders(image, text if info.uses_text else None, fusion if info.uses_fusion else None)
 
 
-def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: FitConfig, device: torch.device,
+def pair_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of the ``round(fraction · n)`` (at least 1) training images that have a report, for
+    seed ``seed``: a seeded random subset (reports are not written for a label-stratified sample), drawn from
+    its own stream, and nested (a smaller fraction's images lie inside a larger one's)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"pair_fraction {fraction!r} must be in (0, 1]")
+    count = n if fraction >= 1 else min(n, max(1, int(np.floor(fraction * n + 0.5))))
+    order = np.random.default_rng([int(seed) % 2**64, 0x9A125]).permutation(n)
+    return np.sort(order[:count])
+
+
+def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: PretrainConfig, device: torch.device,
              ckpt_dir: Path, log: Log) -> Pretrained:
-    """Pre-train the modules of the self-supervised arm of ``run`` into a checkpoint, unless it exists."""
+    """Pre-train the modules of the self-supervised arm of ``run`` into a checkpoint, unless it exists.
+
+    An image+text method pre-trains on the pairs of :func:`pair_subset` (``budget.pair_fraction`` of the
+    training images, seeded by the run seed); an image-only method on every training image.
+    """
     cls = registry.get("method", run.method.name)
     info = info_of(cls)
     path = ckpt_dir / f"{run.method.name}-seed{run.seed}-{run.pretrain_key}.pt"
@@ -56,12 +73,13 @@ def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: FitCon
         return Pretrained(path, 0.0, True)
     encoders = _modules(info, *build_encoders(specs, inputs_of(data), run.seed, pretraining_fusion=info.uses_fusion))
     method = cls(encoders, cls.Params.model_validate(run.method.params), seed=run.seed)
-    log(f"pre-training {run.method.label} (seed {run.seed}) on {len(data.train)} training "
-        f"{'image-report pairs' if info.uses_text else 'images'}, {budget.steps} steps")
+    index = pair_subset(len(data.train), budget.pair_fraction, run.seed) if info.uses_text else None
+    log(f"pre-training {run.method.label} (seed {run.seed}) on {len(data.train) if index is None else len(index)} "
+        f"training {'image-report pairs' if info.uses_text else 'images'}, {budget.steps} steps")
     quarter = max(1, budget.steps // 4)
     progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.label}: step {step}/{total}")  # noqa: E731
-    result = fit(method, data.train_tensors(labels=False, text=info.uses_text, sites=True), budget, seed=run.seed,
-                 device=device, progress=progress)
+    result = fit(method, data.train_tensors(index, labels=False, text=info.uses_text, sites=True), budget,
+                 seed=run.seed, device=device, progress=progress)
     if distributed.is_main():
         checkpoint.save_modules(path, encoders.modules(), meta={
             "method": run.method.label, "seed": run.seed, "losses": result.losses[:: max(1, len(result.losses) // 50)]})

@@ -21,10 +21,11 @@ from medrobust.data.base import to_unit
 from medrobust.data.fractions import label_subset
 from medrobust.engine import distributed
 from medrobust.engine.train import FitConfig, FitResult
-from medrobust.evaluation.adversarial import eps_key
+from medrobust.evaluation.adversarial import eps_key, sequence_steps
 from medrobust.evaluation.robustness import evaluate
 from medrobust.fileio import atomic_write_text
-from medrobust.methods.contract import info_of
+from medrobust.methods.contract import augmented_corruptions_of, display_name_of, info_of
+from medrobust.methods.supervised import views_first
 from medrobust.models.build import ModelSpecs, classifier_for
 from medrobust.models.knn import KNNClassifier
 from medrobust.record import ComponentFacts, RecordError, RunRecord, Sizes, SkippedArm, StudyFacts, Timing
@@ -56,6 +57,16 @@ def finetune_budget(cfg: StudyConfig) -> FitConfig:
     return FitConfig(**cfg.finetune.model_dump(exclude={"mode", "knn_k", "knn_temperature"}))
 
 
+def arm_augmentations(run: RunSpec, objective_cls: type, objective_params) -> list[str]:
+    """The corruptions that the run's training augmentations cover, sorted: a self-supervised arm's pre-training
+    views and the fine-tuning objective's (none for a kNN probe, which does not train)."""
+    method_cls = registry.get("method", run.method.name)
+    seen = set(augmented_corruptions_of(objective_cls, objective_params)) if run.mode != "knn" else set()
+    if info_of(method_cls).self_supervised:
+        seen |= set(augmented_corruptions_of(method_cls, method_cls.Params.model_validate(run.method.params)))
+    return sorted(seen)
+
+
 def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.device, study_dir: Path,
             log: Log) -> RunRecord | None:
     """Pre-train (or load), fine-tune and evaluate one run; the record on rank 0 (None on other ranks)."""
@@ -72,11 +83,11 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         defense = defense_cls(defense_cls.Params.model_validate(run.method.defense.params), seed=run.seed)
         # e.g. the purifier trains here, on unlabeled training images only
         model, defense_s = timed(defense.wrap, model, torch.as_tensor(data.train.images), device)
-    objective_cls = ctx.objective
-    objective = objective_cls(model, task, objective_cls.Params.model_validate(
-        run.method.params if objective_cls is registry.get("method", run.method.name) else {}))
-    if defense is not None:
-        objective = defense.objective(model, task, objective)
+    objective_cls, method_cls = ctx.objective, registry.get("method", run.method.name)
+    objective_params = objective_cls.Params.model_validate(run.method.params if objective_cls is method_cls else {})
+    objective = objective_cls(model, task, objective_params, seed=run.seed)
+    if defense is not None:  # the defense's objective sees the augmented batch (views drawn once, first)
+        objective = views_first(objective, defense.objective(model, task, objective))
     labeled = label_subset(data.train.labels, run.fraction, run.seed)
     if run.mode == "knn":  # no training: the labeled images are the neighbour bank
         start = time.perf_counter()
@@ -101,8 +112,11 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     if not distributed.is_main():
         return None
     return RunRecord(
-        key=run.key, arm=run.arm, method=run.method.name, display_name=info.display_name,
-        method_params=run.method.params, role=info.role, counterpart=info.counterpart,
+        key=run.key, arm=run.arm, method=run.method.name,
+        display_name=display_name_of(method_cls, cfg.image_encoder.name,
+                                     method_cls.Params.model_validate(run.method.params)),
+        method_params=run.method.params, augmented=arm_augmentations(run, objective_cls, objective_params),
+        role=info.role, counterpart=info.counterpart,
         modalities=info_of(objective_cls).modalities, finetune_mode=run.mode,
         defense=None if defense is None else run.method.defense.name, undefended=run.method.base_label,
         randomized=bool(getattr(model, "randomized", False)), fraction=run.fraction, seed=run.seed,
@@ -139,7 +153,8 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
         arms=list(dict.fromkeys([r.arm for r in runs] or [m.label for m in cfg.methods])),
         fractions=cfg.label_fractions, seeds=cfg.seeds, epsilons=[eps_key(e) for e in ev.epsilons],
         reference_epsilon=eps_key(ev.reference_epsilon), attacks=[comp(a) for a in ev.attacks],
-        worst_case=[comp(a) for a in ev.sequence()],
+        worst_case=[ComponentFacts(name=step.label, params=step.spec.params)  # as it runs (2-class: no DLR)
+                    for step in sequence_steps(ev.sequence(), ds.task)],
         worst_case_epsilons=None if ev.worst_case_epsilons is None else [eps_key(e) for e in ev.worst_case_epsilons],
         max_adversarial=ev.max_adversarial, corruptions=ev.corruptions, severities=ev.severities,
         image_encoder=comp(cfg.image_encoder), text_encoder=comp(cfg.text_encoder) if data.has_text else None,

@@ -16,8 +16,9 @@ from medrobust.config import Arm, StudyConfig
 from medrobust.methods.contract import info_of
 
 # bump when a change to the code changes results for the same config. 3: a self-supervised run's modules are
-# always loaded from its pre-training checkpoint, so a run that pre-trained gives what a cached one gives
-PROTOCOL_VERSION = 3
+# always loaded from its pre-training checkpoint, so a run that pre-trained gives what a cached one gives.
+# 4: the supervised objective augments its batches by default (a stored supervised run trained without)
+PROTOCOL_VERSION = 4
 
 
 def _canonical(obj):
