@@ -34,22 +34,42 @@ class Arm(Component):
     """A method of the study grid with its parameters, optionally a ``defense`` (a registered defense applied
     when fine-tuning / wrapping the model); ``label_fractions`` / ``seeds`` restrict this arm to those of
     the study's fractions / seeds (e.g. ablations at the sparse-label fraction only); an arm left with none
-    is skipped with a message."""
+    is skipped with a message.
+
+    ``inputs``: what the downstream classifier sees at decision time. ``image`` (the default of every method
+    but ``supervised-multimodal``): an image+report pre-training arm is evaluated through its image pathway,
+    fine-tuned on the labeled images and compared with the supervised image arm (as ConVIRT / GLoRIA evaluate).
+    ``image+indication`` (``supervised-multimodal``'s only value): the image with the indication, the text
+    written before the image is read; never the report, which is written after reading it and states the
+    findings (a label oracle at test time)."""
 
     label_fractions: list[float] | None = None
     seeds: list[int] | None = None
     defense: Component | None = None
+    inputs: Literal["image", "image+indication"] | None = None
 
     @property
     def label(self) -> str:
-        """``robust-mmr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at`` (how tables name the arm)."""
-        name = _with_params(self.name, self.params)
+        """``robust-mmr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at``, ``clip [image+indication]``
+        (how tables name the arm)."""
+        name = self.base_label
         return name if self.defense is None else f"{name} + {_with_params(self.defense.name, self.defense.params)}"
+
+    @property
+    def decides_with_text(self) -> bool:
+        """Whether the downstream classifier sees the indication with the image."""
+        return self.name == MULTIMODAL_SUPERVISED if self.inputs is None else self.inputs == "image+indication"
 
     @property
     def base_label(self) -> str:
         """The undefended arm this one is compared with (itself when it has no defense)."""
-        return _with_params(self.name, self.params)
+        name = _with_params(self.name, self.params)
+        return name + (" [image+indication]" if self.inputs == "image+indication" and self.name != MULTIMODAL_SUPERVISED
+                       else "")
+
+
+#: the supervised image+text method: its classifier always sees the image with the indication
+MULTIMODAL_SUPERVISED = "supervised-multimodal"
 
 
 def _with_params(name: str, params: dict) -> str:
@@ -66,6 +86,8 @@ class MultimodalConfig(BaseModel):
     retrieval_pairs: int = Field(200, ge=10, description="in-site test pairs in the retrieval gallery")
     report_edits: int = Field(2, ge=1, description="words replaced in the perturbed / adversarial report conditions")
     vqa_questions: int = Field(600, ge=10, description="test questions scored per split (fixed subset)")
+    task_steps: int | None = Field(None, ge=1, description="fine-tuning steps of retrieval and VQA (default: "
+                                   "finetune.steps; batch size and learning rate as finetune)")
 
     @field_validator("fusion", mode="before")
     @classmethod
@@ -133,7 +155,7 @@ class StudyConfig(BaseModel):
             own = {}
             if isinstance(m, dict) and "params" not in m:
                 m = dict(m)
-                own = {k: m.pop(k) for k in ("label_fractions", "seeds", "defense") if k in m}
+                own = {k: m.pop(k) for k in ("label_fractions", "seeds", "defense", "inputs") if k in m}
                 if own.get("defense") is not None:
                     own["defense"] = as_component(own["defense"])
             m = as_component(m)

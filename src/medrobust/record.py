@@ -182,8 +182,10 @@ class RunRecord(_Model):
     method_params: dict[str, Any] = {}
     augmented: list[str] = []
     role: Literal["supervised", "self-supervised"]
-    counterpart: str | None = None
-    modalities: tuple[str, ...] = ("image",)
+    counterpart: str | None = None  # the supervised arm its classifier is compared with (same inputs)
+    task_counterpart: str | None = None  # image+text pre-training: the supervised arm of the retrieval / VQA tasks
+    pretrained_on: tuple[str, ...] | None = None  # self-supervised: what pre-training saw ("image", "text" = reports)
+    modalities: tuple[str, ...] = ("image",)  # what the classifier sees at decision time ("text" = the indication)
     finetune_mode: Literal["full", "linear", "knn"] = "full"
     defense: str | None = None
     undefended: str
@@ -275,6 +277,7 @@ class StudyFacts(_Model):
     fusion: ComponentFacts | None = None  # downstream fusion transformer; None = late fusion
     tasks: list[str] = []
     has_text: bool = False
+    has_indications: bool = False
     skipped: list[SkippedArm] = []
     config_yaml: str = ""
     versions: dict[str, str] = {}

@@ -48,7 +48,7 @@ def fx():
     emptied = torch.rand(len(tokens), generator=torch.Generator().manual_seed(0)) < 0.5
     tokens[emptied] = torch.as_tensor(tok.encode([""]))
     tensors = {"image": torch.as_tensor(ds.train.images), "label": torch.as_tensor(ds.train.labels), "tokens": tokens}
-    fit(SupervisedMultimodal(model, ds.task, SupervisedParams(augment=False)), tensors,
+    fit(SupervisedMultimodal(model, ds.task, SupervisedMultimodal.Params(augment=False, text_dropout=0)), tensors,
         FitConfig(steps=200, batch_size=64, lr=3e-3), seed=0)
     texts = ds.test.texts
     return model.eval(), to_unit(ds.test.images), torch.as_tensor(tok.encode(texts)), texts, \

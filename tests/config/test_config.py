@@ -7,8 +7,8 @@ from medrobust.config import ConfigError, load_config, validate
 
 def test_defaults_are_the_quick_study(tmp_path):
     cfg = load_config("configs/quick.yaml")
-    assert [m.label for m in cfg.methods] == ["supervised", "simclr", "supervised-multimodal", "clip", "robust-mmr"]
-    assert len(cfg.seeds) >= 2 and len(cfg.label_fractions) >= 2
+    assert [m.label for m in cfg.methods] == ["supervised", "simclr", "supervised-multimodal", "clip", "mmr"]
+    assert len(cfg.seeds) >= 2 and cfg.label_fractions == [0.1]  # the sparse-label setting (CPU budget)
     assert cfg.data.source == "synthetic" and cfg.data.params["image_size"] == 28
 
 
@@ -86,7 +86,7 @@ def test_arms_with_parameters_are_labelled_and_may_narrow_the_fractions():
                     "label_fractions": [0.1, 1.0], "seeds": [0], "multimodal": {"fusion": "fusion"}})
     assert [m.label for m in cfg.methods] == ["supervised-multimodal", "robust-mmr", "robust-mmr(domain_weight=0)"]
     assert cfg.methods[2].params == {"domain_weight": 0} and cfg.methods[2].label_fractions == [0.1]
-    runs, _ = expand(cfg, has_text=True)
+    runs, _ = expand(cfg, has_text=True, has_indications=True)
     per_arm = {}
     for r in runs:
         per_arm.setdefault(r.method.label, []).append(r.fraction)
@@ -113,8 +113,9 @@ def test_fusion_and_tasks_change_only_the_keys_of_image_report_arms():
     from medrobust.study.spec import expand
 
     base = {"methods": ["supervised", "supervised-multimodal"], "seeds": [0], "label_fractions": [1.0]}
-    a, _ = expand(validate(base), has_text=True)
-    b, _ = expand(validate({**base, "multimodal": {"fusion": "fusion", "tasks": ["vqa"]}}), has_text=True)
+    a, _ = expand(validate(base), has_text=True, has_indications=True)
+    b, _ = expand(validate({**base, "multimodal": {"fusion": "fusion", "tasks": ["vqa"]}}), has_text=True,
+                  has_indications=True)
     assert a[0].key == b[0].key and a[1].key != b[1].key
 
 
@@ -135,11 +136,12 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
 
 
 @pytest.mark.parametrize("name, has_text, n_runs, arms", [
-    ("quick", True, 21, {"supervised", "simclr", "supervised-multimodal", "clip", "robust-mmr"}),
-    ("full", True, 45, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr"}),
-    ("multimodal", True, 39, {"supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
+    ("quick", True, 15, {"supervised", "simclr", "supervised-multimodal", "clip", "mmr"}),
+    ("full", True, 50, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
+                        "clip [image+indication]"}),
+    ("multimodal", True, 51, {"supervised", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
                               "robust-mmr(perturb_eps=0, saliency=0)", "robust-mmr(domain_weight=0, site_weight=0)",
-                              "robust-mmr(resilience_weight=0)"}),
+                              "robust-mmr [image+indication]", "robust-mmr(resilience_weight=0) [image+indication]"}),
     ("defenses", True, 60, None),
     ("medmnist", False, None, None),
     ("manifest", True, None, None),
@@ -149,7 +151,7 @@ def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
     """The configs in configs/ stay valid as the schema changes, and the grids are what their headers say."""
     from medrobust.study.spec import expand
 
-    runs, _ = expand(load_config(f"configs/{name}.yaml"), has_text=has_text)
+    runs, _ = expand(load_config(f"configs/{name}.yaml"), has_text=has_text, has_indications=has_text)
     assert runs and len({r.key for r in runs}) == len(runs)
     if n_runs is not None:
         assert len(runs) == n_runs
@@ -159,11 +161,13 @@ def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
         cfg, quick = load_config("configs/full.yaml"), load_config("configs/quick.yaml")
         assert len(cfg.seeds) >= 5 and cfg.evaluation.max_adversarial == 300
         assert cfg.evaluation.worst_case == "autoattack"
-        # the demo's arms and more (ConVIRT and plain MMR are left out of the demo for its CPU budget)
-        assert all(m in cfg.methods for m in quick.methods) and cfg.label_fractions == quick.label_fractions
-    if name in ("quick", "full"):  # the sparse-label image+report arms, the image arms at both fractions
+        # the demo's arms and more (ConVIRT and Robust-MMR are left out of the demo for its CPU budget), and the
+        # demo's label fraction and 100%
+        assert all(m in cfg.methods for m in quick.methods) and set(quick.label_fractions) < set(cfg.label_fractions)
         assert {r.fraction for r in runs if r.method.name in ("clip", "robust-mmr")} == {0.1}
         assert {r.fraction for r in runs if r.method.name == "simclr"} == {0.1, 1.0}
+    if name == "quick":  # the question's sparse-label setting, every arm
+        assert {r.fraction for r in runs} == {0.1}
 
 
 @pytest.mark.parametrize("evaluation, where", [
@@ -176,3 +180,28 @@ def test_l2_attacks_are_refused_on_the_linf_grid(evaluation, where):
         validate({"evaluation": evaluation})
     assert validate({"evaluation": {"attacks": [{"name": "pgd", "norm": "linf", "steps": 3}]}}).evaluation.attacks[0] \
         .params == {"norm": "linf", "steps": 3}
+
+
+def test_what_a_classifier_sees_is_an_arm_choice_checked_against_the_method_and_the_data():
+    """Issue 12: the report is never a classifier input; ``inputs`` picks image or image+indication."""
+    from medrobust.study.spec import expand
+
+    cfg = validate({"methods": ["supervised", "supervised-multimodal", "clip", {"name": "clip", "inputs":
+                                                                                "image+indication"}],
+                    "seeds": [0], "label_fractions": [0.1]})
+    assert [m.label for m in cfg.methods] == ["supervised", "supervised-multimodal", "clip", "clip [image+indication]"]
+    assert [m.decides_with_text for m in cfg.methods] == [False, True, False, True]
+    runs, skipped = expand(cfg, has_text=True, has_indications=True)
+    assert [r.arm for r in runs] == [m.label for m in cfg.methods] and not skipped
+    assert len({r.key for r in runs}) == 4 and runs[2].pretrain_key == runs[3].pretrain_key  # one pre-training
+    # reports but no indications (e.g. a manifest without that column): the arms whose classifier reads text skip
+    runs, skipped = expand(cfg, has_text=True, has_indications=False)
+    assert [r.arm for r in runs] == ["supervised", "clip"]
+    assert [s["method"] for s in skipped] == ["supervised-multimodal", "clip [image+indication]"]
+    assert "never sees the report" in skipped[0]["reason"] and "'indication' column" in skipped[0]["reason"]
+    with pytest.raises(ConfigError, match="simclr.*trains no text encoder"):
+        expand(validate({"methods": [{"name": "simclr", "inputs": "image+indication"}]}), True, True)
+    with pytest.raises(ConfigError, match="use 'supervised'"):
+        expand(validate({"methods": [{"name": "supervised-multimodal", "inputs": "image"}]}), True, True)
+    with pytest.raises(ConfigError, match="inputs"):
+        validate({"methods": [{"name": "clip", "inputs": "image+report"}]})

@@ -111,17 +111,18 @@ def test_findings_task_and_site_subset():
     assert ds.train.labels.shape == (120, 4) and np.array_equal(ds.train.labels, ds.train.extras["findings"])
     assert (len(ds.train), len(ds.val), len(ds.test)) == (120, 20, 40)
     # a site's data does not depend on the other sites requested: the site-A samples are generate_site's
-    images, _, _, reports = generate_site(0, "A", 90, 28)
+    images, _, _, reports, indications = generate_site(0, "A", 90, 28)
     a = np.flatnonzero(ds.train.sites == 1)
     assert sorted(ds.train.images[i].tobytes() for i in a) == sorted(images[k].tobytes() for k in range(60))
     assert sorted(ds.train.texts[i] for i in a) == sorted(reports[:60])
+    assert sorted(ds.train.indications[i] for i in a) == sorted(indications[:60])
 
 
 def test_deterministic_and_seed_dependent():
     a = generate_site(3, "B", 40, 28)
     b = generate_site(3, "B", 40, 28)
     c = generate_site(4, "B", 40, 28)
-    assert a[0].tobytes() == b[0].tobytes() and a[3] == b[3]
+    assert a[0].tobytes() == b[0].tobytes() and a[3] == b[3] and a[4] == b[4]
     assert all(np.array_equal(a[2][k], b[2][k]) for k in a[2])
     assert a[0].tobytes() != c[0].tobytes() and a[3] != c[3]
     assert generate_site(-1, "B", 5, 28)[0].tobytes() != generate_site(1, "B", 5, 28)[0].tobytes()
@@ -134,7 +135,7 @@ def test_deterministic_and_seed_dependent():
 
 
 def test_image_size_64_and_128():
-    images, findings, _, reports = generate_site(0, "D", 24, 64)
+    images, findings, _, reports, _ = generate_site(0, "D", 24, 64)
     assert images.shape == (24, 1, 64, 64) and images.dtype == np.uint8 and images.std() > 10
     assert findings.shape == (24, 4) and len(reports) == 24
     ds = load_synthetic(SyntheticParams(n_per_site=9, image_size=128, sites=["A"]))
@@ -173,6 +174,9 @@ def test_report_status_agrees_with_labels_and_text(pooled):
     f, status, texts = pooled["findings"], pooled["report_status"], pooled["texts"]
     assert np.all(np.isin(status[f == 1], (2, 3, 4))) and np.all(np.isin(status[f == 0], (0, 1, 5)))
     for i, text in enumerate(texts):
+        # the INDICATION section quotes the request, written before the image was read: its question ("? pleural
+        # effusion") is a suspicion, not what the report says about the image
+        text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("INDICATION:"))
         for j, name in enumerate(FINDINGS):
             code = status[i, j]
             syn, neg = SYNONYMS[name], NEGATIONS[name]

@@ -15,6 +15,13 @@ from medrobust.models.layers import image_stats
 from medrobust.models.text import TextTransformer
 
 
+#: full-batch steps on the 64 fixed examples: enough for each method's loss on them to fall by 5%. 150 for all
+#: made this the slowest test of the suite (5.7 min); at 50 only the methods whose loss is drawn over random
+#: views (supervised, simclr, moco-v2) had not fallen by 5% yet, so they keep 150
+STEPS = 50
+SLOW_TO_FALL = {"supervised": 150, "simclr": 150, "moco-v2": 150}
+
+
 @pytest.fixture(scope="module")
 def small_pairs(synthetic_small):
     ds = synthetic_small
@@ -54,7 +61,7 @@ def test_loss_finite_and_falls(name, small_pairs):
     ds, tok, tensors = small_pairs
     method = build(name, ds, tok)
     before = fixed_loss(method, tensors)
-    result = fit(method, tensors, FitConfig(steps=150, batch_size=64, lr=3e-3, warmup_fraction=0.0), seed=0)
+    result = fit(method, tensors, FitConfig(steps=SLOW_TO_FALL.get(name, STEPS), batch_size=64, lr=3e-3, warmup_fraction=0.0), seed=0)
     after = fixed_loss(method, tensors)
     assert np.isfinite(result.losses).all() and np.isfinite(after)
     assert after < 0.95 * before, f"{name}: loss on a fixed batch {before:.3f} -> {after:.3f} did not fall"

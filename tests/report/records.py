@@ -18,6 +18,9 @@ def record(d: dict) -> RunRecord:
     per_example = metrics.pop("per_example", None)
     d["metrics"] = metrics
     r = RunRecord.from_legacy(d)
+    newer = {k: d[k] for k in ("task_counterpart", "pretrained_on") if k in d}  # fields the dict layout lacked
+    if newer:
+        r = r.model_copy(update=newer)
     if per_example:
         r = r.model_copy(update={"metrics": r.metrics.model_copy(update={"per_example": per_example})})
     return r

@@ -180,11 +180,11 @@ def test_missing_holdout_is_left_out():
 def test_report_reliance_of_image_report_arms_is_stated_from_the_numbers():
     mm = [dict(r, modalities=["image", "text"]) for r in grid(noreport=0.55)]
     text = ans(mm, SETUP)
-    assert "leave the report clean" in text
+    assert "leave the indication clean" in text
     assert "supervised at 10% labels 90.0% → 55.0%" in text and "simclr at 10% labels 90.0% → 55.0%" in text
     other = ans([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.70)], SETUP)
     assert "90.0% → 70.0%" in other
-    assert "leave the report clean" not in ans(grid(), SETUP)
+    assert "leave the indication clean" not in ans(grid(), SETUP)
 
 
 def test_report_side_attacks_are_stated_at_their_largest_budget():
@@ -263,7 +263,39 @@ def test_retrieval_and_vqa_are_compared_and_the_clear_ones_named():
     assert not any(c["metric"] in answer.TASKS for c in comparisons(grid(), SETUP))  # image-only arms
     paragraphs = ans(records, SETUP).split("\n\n")
     assert any(p.startswith("**Retrieval and VQA**") for p in paragraphs)  # its own paragraph, not run together
-    assert any(p.startswith("Image attacks leave the report clean") for p in paragraphs)
+    assert any(p.startswith("Image attacks on image+indication classifiers leave the indication clean")
+               for p in paragraphs)
+
+
+def test_image_report_pretraining_is_judged_through_its_image_pathway_and_indication_models_are_secondary():
+    """Issue 12: the headline pairs an image+report pre-training arm whose classifier sees the image only with the
+    supervised image arm; its retrieval / VQA pair with the supervised image+text arm; classifiers that see the
+    indication form their own family and do not count in the headline."""
+    records = grid()  # supervised vs simclr (image)
+    for i, s in enumerate((0, 1, 2)):
+        clip = rec("clip", 0.1, s, 0.9, 0.60 + 0.01 * i, counterpart="supervised")
+        clip.update(task_counterpart="supervised-multimodal", pretrained_on=["image", "text"])
+        sup_mm = rec("supervised-multimodal", 0.1, s, 0.9, 0.30 + 0.01 * i, modalities=("image", "text"))
+        clip_ind = rec("clip [image+indication]", 0.1, s, 0.9, 0.50 + 0.02 * i, counterpart="supervised-multimodal",
+                       modalities=("image", "text"))
+        for r, vqa in ((clip, 0.6 + 0.02 * i), (sup_mm, 0.5 + 0.01 * i), (clip_ind, 0.6)):
+            r["multimodal"] = {"vqa": {"clean": {"overall": {"accuracy": vqa, "n": 600}}}}
+        records += [clip, sup_mm, clip_ind]
+    comps = comparisons(records, SETUP)
+    by = {(c["arm"], c["metric"]): c for c in comps}
+    assert by[("clip", "worst_ref")]["counterpart"] == "supervised" and by[("clip", "worst_ref")]["family"] == "headline"
+    assert by[("clip", "vqa_acc")]["counterpart"] == "supervised-multimodal"
+    assert by[("clip", "vqa_acc")]["mean_diff"] == pytest.approx(0.11)
+    ind = by[("clip [image+indication]", "worst_ref")]
+    assert ind["family"] == "image+indication" and ind["counterpart"] == "supervised-multimodal"
+    assert ind["mean_diff"] == pytest.approx(0.21)
+    headline = [c for c in comps if c["family"] == "headline"]
+    assert {c["arm"] for c in headline} == {"simclr", "clip"} and len(headline) == 6
+    text = ans(records, SETUP)
+    first = text.split("\n")[0]
+    assert first.startswith("**Of 6 robustness comparisons") and "image pathway" in first
+    secondary = text.split("**Image + indication at decision time**")[1].split("**Retrieval and VQA**")[0]
+    assert "clip [image+indication] pre-training vs Supervised (image+indication)" in secondary
 
 
 # ---------------------------------------------------------------- multiplicity, nulls, bootstrap, exclusions

@@ -27,17 +27,17 @@ def _rec(method, seed, clean, rank, vqa, modalities=("image", "text")):
 def test_tables_per_task_and_condition_with_ablation_rows():
     recs = [_rec("robust-mmr", s, 0.9, 3.0 + s, 0.7) for s in (0, 1)] + \
         [_rec("robust-mmr(domain_weight=0)", s, 0.8, 5.0, 0.6) for s in (0, 1)] + \
-        [_rec("supervised", s, 0.7, 9.0, 0.5, modalities=("image",)) for s in (0, 1)]
+        [dict(_rec("supervised", s, 0.7, 9.0, 0.5, modalities=("image",)), multimodal=None) for s in (0, 1)]
     setup = {"methods": ["robust-mmr", "robust-mmr(domain_weight=0)", "supervised"]}
     tables = {t.title.split(" — ")[0]: t for t in multimodal_tables(recs, setup, "2")}
-    cls = tables["Classification accuracy (%) per condition"]
+    cls = tables["Image+indication classifiers: accuracy (%) per condition"]
     assert [r[0] for r in cls.rows] == ["robust-mmr", "robust-mmr(domain_weight=0)"]  # image-only arms left out
     # columns no run measured (corruptions, held-out site) are dropped
-    assert cls.header[1:] == ["clean", "image only (report removed)", "report only (image missing)",
-                              "adversarial image (worst case, ε=2/255)", "adversarial report (3 words)"]
+    assert cls.header[1:] == ["clean", "image only (indication left out)", "indication only (image missing)",
+                              "adversarial image (worst case, ε=2/255)", "adversarial indication (3 words)"]
     row = dict(zip(cls.header, cls.rows[0]))
-    assert row["clean"].startswith("90.0") and row["report only (image missing)"].startswith("60.0")
-    assert row["adversarial report (3 words)"].startswith("40.0")
+    assert row["clean"].startswith("90.0") and row["indication only (image missing)"].startswith("60.0")
+    assert row["adversarial indication (3 words)"].startswith("40.0")
     rank = tables["Retrieval image→report: mean rank of the match per condition (lower is better; the rise over "
                   "clean is the degradation)"]
     assert rank.header[1:] == ["clean", "adversarial image (PGD-10, ε=2/255)"]  # the condition id's label

@@ -225,4 +225,6 @@ def test_setup_says_how_image_report_arms_are_fine_tuned(full):
     md = full[3].read_text(encoding="utf-8")
     setup_part = md.split("## Setup")[1].split("## Results per metric")[0]
     assert "- **Budgets:** pre-training 150 steps × batch 128" in setup_part
-    assert "- **Image+report downstream:** late fusion: the (pre-trained) image and report encoders" in setup_part
+    assert "- **Image+text downstream:** reports (written after reading the image) serve pre-training and retrieval " \
+        "only; a classifier sees the image, or the image with the indication" in setup_part
+    assert "image+indication classifiers: late fusion, the (pre-trained) image and text encoders" in setup_part

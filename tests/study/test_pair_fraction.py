@@ -24,7 +24,7 @@ def test_pair_fraction_subsets_the_pairs_of_image_text_pretraining_only(tmp_path
     assert abs(len(call["tensors"]["image"]) - (0.25 * n if image_text else n)) <= 0.5  # a quarter of the pairs
     assert torch.equal(call["tensors"]["image"], torch.as_tensor(data.train.images[want]))
     if image_text:
-        assert torch.equal(call["tensors"]["tokens"], torch.as_tensor(data.train_tokens[want]))
+        assert torch.equal(call["tensors"]["tokens"], torch.as_tensor(data.reports.train[want]))  # the reports
 
 
 def test_pair_subset_is_seeded_nested_and_checked():
@@ -36,6 +36,11 @@ def test_pair_subset_is_seeded_nested_and_checked():
 
 def test_pair_fraction_is_a_checked_pretrain_key(tmp_path):
     assert load_config("configs/multimodal.yaml").pretrain.pair_fraction == 0.1
+    keys = {f: {r.method.name: r.pretrain_key for r in expand(load_config(
+        None, ["methods=[simclr, clip]", "seeds=[0]", "label_fractions=[0.1]", f"pretrain.pair_fraction={f}"]),
+        True)[0]} for f in (1.0, 0.5)}
+    assert keys[1.0]["clip"] != keys[0.5]["clip"]  # the pairs it pre-trains on changed
+    assert keys[1.0]["simclr"] == keys[0.5]["simclr"]  # an image-only method's cached pre-training is still valid
     assert load_config(None).pretrain.pair_fraction == 1.0
     for bad in ("0", "1.5"):
         with pytest.raises(ConfigError, match="pretrain.pair_fraction"):

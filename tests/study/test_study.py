@@ -222,11 +222,13 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
         "multimodal.tasks=[retrieval, vqa]", "multimodal.retrieval_pairs=20", "multimodal.vqa_questions=30",
         "finetune.mode=[full, knn]", "evaluation.corruptions=[gaussian-noise, jpeg]",  # averaged task conditions
         "methods=[supervised, {name: supervised, defense: input-noise}, simclr, supervised-multimodal, mmr, "
-        "{name: robust-mmr, domain_weight: 0}, {name: supervised-multimodal, defense: fusion-noise}]"]
+        "{name: robust-mmr, domain_weight: 0}, "
+        # 2 EOT passes (default 8): this model stays at chance, so the large-ε check runs its 1000-query Square
+        "{name: supervised-multimodal, defense: {name: fusion-noise, eot_samples: 2}}]"]
     assert main(["study", "configs/quick.yaml", *overrides]) == 0
     records = {r.arm: r for r in Store(out / "runs.sqlite").records()}
     assert set(records) == {"supervised", "supervised + input-noise", "simclr", "simclr [knn]", "supervised-multimodal",
-                            "mmr", "robust-mmr(domain_weight=0)", "supervised-multimodal + fusion-noise"}
+                            "mmr", "robust-mmr(domain_weight=0)", "supervised-multimodal + fusion-noise(eot_samples=2)"}
     for arm in ("supervised-multimodal", "mmr", "robust-mmr(domain_weight=0)"):
         mm = records[arm].tasks
         assert mm.retrieval is not None and mm.vqa is not None
@@ -234,16 +236,21 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
         assert 1 <= clean.mean_rank <= 20 and 0 <= clean.recall_at[1] <= 1 and clean.n == 20
         assert mm.retrieval["corrupted_image"].degradation is not None
         assert 0 <= mm.vqa["clean"].overall.accuracy <= 1 and mm.vqa["clean"].overall.n == 30
-        assert 0 <= records[arm].metrics.without_image.acc <= 1
+        # only the image+indication classifier reads text; the pre-trained arms' classifiers see the image only
+        assert (records[arm].metrics.without_image is not None) == (arm == "supervised-multimodal")
+        assert records[arm].uses_text == (arm == "supervised-multimodal")
         assert records[arm].timing.tasks_s > 0  # counted in the report's run time
     assert records["supervised"].timing.tasks_s == 0
     noisy = records["supervised + input-noise"]
     assert noisy.defense == "input-noise" and noisy.randomized and noisy.undefended == "supervised"
     assert "2" in noisy.metrics.attacks["pgd_without_eot"]
-    assert records["supervised-multimodal + fusion-noise"].tasks is None  # tasks use undefended modules
+    assert records["supervised-multimodal + fusion-noise(eot_samples=2)"].tasks is None  # tasks use undefended modules
     assert records["simclr [knn]"].finetune_mode == "knn"
     text = (out / "report" / "report.md").read_text()
     for heading in ("## Defenses", "## Multimodal arms", "### Retrieval image→report: R@1", "### VQA accuracy"):
         assert heading in text
-    assert "- **Image+report downstream:** the fusion transformer (fusion {'dim': 32})" in text
+    assert records["mmr"].counterpart == "supervised" and records["mmr"].task_counterpart == "supervised-multimodal"
+    assert records["mmr"].pretrained_on == ("image", "text")
+    assert 0 <= records["supervised-multimodal"].metrics.without_image.acc <= 1
+    assert "image+indication classifiers: the fusion transformer (fusion {'dim': 32})" in text
     assert "- **Budgets:** pre-training 4 steps × batch 32" in text

@@ -29,7 +29,10 @@ class Split:
         images: ``[N, C, *spatial]`` uint8 or float32 in [0, 1].
         labels: ``int64 [N]`` or ``int64 [N, L]`` (multilabel); ``-1`` marks unlabeled samples.
         sites: ``int64 [N]``, index into ``Dataset.site_names``.
-        texts: one report per image, or ``None`` when the source has no text.
+        texts: one report per image, or ``None`` when the source has no text. A report is written after the
+            image is read (it states the findings): for pre-training and retrieval, never a classifier's input.
+        indications: one indication / clinical history per image (the request, written before the image is
+            read), or ``None``: the only text a downstream classifier sees at decision time.
         extras: optional per-sample arrays (leading dimension ``N``), e.g. finding attributes.
     """
 
@@ -38,6 +41,7 @@ class Split:
     sites: np.ndarray
     texts: list[str] | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    indications: list[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -48,6 +52,8 @@ class Split:
         checks = {"labels": len(self.labels), "sites": len(self.sites)}
         if self.texts is not None:
             checks["texts"] = len(self.texts)
+        if self.indications is not None:
+            checks["indications"] = len(self.indications)
         checks.update({f"extras[{k!r}]": len(v) for k, v in self.extras.items()})
         for name, length in checks.items():
             if length != n:
@@ -69,7 +75,21 @@ class Split:
             sites=self.sites[index],
             texts=None if self.texts is None else [self.texts[i] for i in index],
             extras={k: v[index] for k, v in self.extras.items()},
+            indications=None if self.indications is None else [self.indications[i] for i in index],
         )
+
+    @staticmethod
+    def concat(splits: Sequence["Split"]) -> "Split":
+        """The samples of ``splits`` one after another (texts / indications kept when every split has them;
+        the extras every split has)."""
+        def text(name):
+            parts = [getattr(s, name) for s in splits]
+            return None if any(p is None for p in parts) else [t for p in parts for t in p]
+        keys = set.intersection(*(set(s.extras) for s in splits)) if splits else set()
+        return Split(images=np.concatenate([s.images for s in splits]), labels=np.concatenate([s.labels for s in splits]),
+                     sites=np.concatenate([s.sites for s in splits]), texts=text("texts"),
+                     extras={k: np.concatenate([s.extras[k] for s in splits]) for k in sorted(keys)},
+                     indications=text("indications"))
 
     @property
     def labeled(self) -> np.ndarray:
@@ -112,6 +132,11 @@ class Dataset:
     @property
     def has_text(self) -> bool:
         return self.train.texts is not None
+
+    @property
+    def has_indications(self) -> bool:
+        """Whether every image has an indication (the text a classifier may see at decision time)."""
+        return self.train.indications is not None
 
     def replace(self, **changes) -> "Dataset":
         return replace(self, **changes)

@@ -12,6 +12,8 @@ Fields:
         ``[H, W]`` or ``[C, H, W]`` for 2D images, ``[1, D, H, W]`` for 3D volumes. All images share one
         shape; if any image is float, all become float32 in [0, 1].
     text: the report; absent from every entry (no text) or present in every entry.
+    indication: the indication / clinical history (the request, written before the image is read: the only
+        text a downstream classifier sees); absent from every entry or present in every entry.
     label: class index (binary / multiclass / ordinal), a list of 0/1 findings (multilabel) or ``null``
         (unlabeled: ``-1``, the whole row for multilabel; such pairs still serve self-supervised
         pre-training).
@@ -281,12 +283,7 @@ def load_manifest(params: ManifestParams | str | Path) -> Dataset:
     labels, kind = _parse_labels(entries)
     task = _resolve_task(params, labels, kind, str(path))
     y = _label_array(labels, task, entries)
-    has_text = _all_or_none(entries, "text", "a report 'text'")
-    texts = []
-    for where, entry in entries if has_text else ():
-        if not isinstance(entry["text"], str):
-            raise DataError(f"{where}: text {entry['text']!r}; expected a string")
-        texts.append(entry["text"])
+    texts, indications = _strings(entries, "text", "a report 'text'"), _strings(entries, "indication", "an 'indication'")
     site_of = []
     for where, entry in entries:
         site = entry.get("site", "all")
@@ -309,9 +306,21 @@ def load_manifest(params: ManifestParams | str | Path) -> Dataset:
         idx = np.flatnonzero(split_id == k)
         x = np.stack([images[i] for i in idx]) if len(idx) else np.empty((0, *shape), dtype=dtype)
         splits[name] = Split(images=x, labels=y[idx], sites=sites[idx],
-                             texts=[texts[i] for i in idx] if has_text else None)
+                             texts=None if texts is None else [texts[i] for i in idx],
+                             indications=None if indications is None else [indications[i] for i in idx])
     name = path.parent.name if path.stem == "manifest" and path.parent.name else path.stem
     return Dataset(name=name, task=task, site_names=site_names, source=str(path), **splits)
+
+
+def _strings(entries: list, key: str, what: str) -> list[str] | None:
+    """Every entry's string ``key`` (None when no entry has it; an error when only some have it or one is
+    not a string)."""
+    if not _all_or_none(entries, key, what):
+        return None
+    for where, entry in entries:
+        if not isinstance(entry[key], str):
+            raise DataError(f"{where}: {key} {entry[key]!r}; expected a string")
+    return [entry[key] for _, entry in entries]
 
 
 load_manifest.Params = ManifestParams  # type: ignore[attr-defined]

@@ -103,10 +103,7 @@ def study_split(dataset: Dataset, split: str, holdout_sites: Sequence[str] = ())
         if not len(held):
             raise DataError("split 'holdout' needs at least one holdout site; got none")
         parts = [s.subset(np.isin(s.sites, held) & s.labeled) for s in (dataset.train, dataset.val, dataset.test)]
-        return Split(images=np.concatenate([p.images for p in parts]), labels=np.concatenate([p.labels for p in parts]),
-                     sites=np.concatenate([p.sites for p in parts]),
-                     texts=None if parts[0].texts is None else [t for p in parts for t in p.texts],
-                     extras={k: np.concatenate([p.extras[k] for p in parts]) for k in parts[0].extras})
+        return Split.concat(parts)
     raise DataError(f"split {split!r}; expected 'train', 'test' or 'holdout'")
 
 

@@ -129,6 +129,8 @@ def write_manifest(dataset: Dataset, out_dir: str | Path, image_format: Literal[
             entry = {"image": rel}
             if s.texts is not None:
                 entry["text"] = s.texts[i]
+            if s.indications is not None:
+                entry["indication"] = s.indications[i]
             entry["label"] = _json_label(s.labels[i], f"{dataset.name} {split} sample {i}")
             entry["site"] = dataset.site_names[int(s.sites[i])]
             entry["split"] = split

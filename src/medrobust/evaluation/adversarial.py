@@ -113,7 +113,8 @@ class WithoutEOT(nn.Module):
 class AttackTarget:
     """The attacked examples and the image -> logits function for any batch of them.
 
-    For image+report models the report features are fixed (clean report) and only the image is attacked.
+    For image+text models the text features are fixed (clean text) and only the image is attacked;
+    ``missing="report"`` attacks the image pathway alone (the text left out, the model's missing-modality path).
     """
 
     model: Classifier
@@ -122,6 +123,7 @@ class AttackTarget:
     task: Task
     text_feats: torch.Tensor | None = None  # [n, D]
     batch_size: int = 256
+    missing: str | None = None
     _clean: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -130,6 +132,8 @@ class AttackTarget:
         return scoring_draws(self.model)
 
     def function(self, idx: np.ndarray) -> nn.Module:
+        if self.missing is not None:
+            return FixedReport(self.model, missing=self.missing)
         if self.text_feats is None:
             return self.model
         return FixedReport(self.model, text_features=self.text_feats[torch.as_tensor(idx)])

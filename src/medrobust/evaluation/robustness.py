@@ -93,7 +93,8 @@ class EvalConfig(BaseModel):
 
 @dataclass
 class EvalData:
-    """Tensors the evaluation needs; ``tokens`` only for image+report data."""
+    """Tensors the evaluation needs. The text is what the classifier sees with the image at decision time (the
+    indication, :mod:`medrobust.study.prepare`); ``tokens`` / ``texts`` are None for data without it."""
 
     task: Task
     test_images: np.ndarray
@@ -104,7 +105,6 @@ class EvalData:
     holdout_images: np.ndarray | None = None
     holdout_labels: np.ndarray | None = None
     holdout_tokens: np.ndarray | None = None
-    empty_tokens: np.ndarray | None = None  # [1, L] tokens of an empty report
 
 
 def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
@@ -124,8 +124,9 @@ def _text_features(model: Classifier, tokens: np.ndarray | None, batch_size: int
 
 
 def _predict(model: Classifier, images, text_feats: torch.Tensor | None, batch_size: int,
-             transform: Callable | None = None) -> torch.Tensor:
-    """Logits ``[N, K]`` for all images (optionally transformed batch by batch), no gradients."""
+             transform: Callable | None = None, missing: str | None = None) -> torch.Tensor:
+    """Logits ``[N, K]`` for all images (optionally transformed batch by batch), no gradients;
+    ``missing="report"``: an image+text model's declared missing-text path (its text left out)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
@@ -133,7 +134,10 @@ def _predict(model: Classifier, images, text_feats: torch.Tensor | None, batch_s
             if transform is not None:
                 x = transform(x, start)
             t = None if text_feats is None else text_feats[start : start + batch_size]
-            out.append(model(x, text_features=t) if model.uses_text else model(x))
+            if missing is not None:
+                out.append(model(x, missing=missing))
+            else:
+                out.append(model(x, text_features=t) if model.uses_text else model(x))
     return torch.cat(out)
 
 
@@ -163,11 +167,10 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
         metrics["holdout"] = _summary(holdout_logits, data.holdout_labels, task)
         per_example[PER_EXAMPLE_HOLDOUT] = _compact(per_example_accuracy(
             holdout_logits, torch.as_tensor(data.holdout_labels), task))
-    if model.uses_text:
-        empty = _text_features(model, data.empty_tokens, bs)
-        empty = empty.expand(len(data.test_images), *empty.shape[1:])
-        metrics["without_text"] = _summary(_predict(model, data.test_images, empty, bs), data.test_labels, task)
-        with torch.no_grad():  # report only: the image dropped (missing modality)
+    if model.uses_text:  # the text left out through the model's declared missing-modality path
+        metrics["without_text"] = _summary(_predict(model, data.test_images, None, bs, missing="report"),
+                                           data.test_labels, task)
+        with torch.no_grad():  # text only: the image dropped (missing modality)
             report_only = torch.cat([model(None, text_features=test_text[s : s + bs], missing="image")
                                      for s in range(0, len(test_text), bs)])
         metrics["without_image"] = _summary(report_only, data.test_labels, task)
@@ -227,14 +230,13 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
     out = [checks.eps0_equals_clean(target.clean_accuracy() if randomized else clean, per_attack, randomized,
                                     worst.get(0.0)),
            checks.monotone_in_eps(per_attack, cfg.epsilons)]
-    # unbounded ε: for image+report models attack the image pathway alone (report removed), since a clean
-    # report can legitimately keep the decision whatever the image
+    # unbounded ε: for image+text models attack the image pathway alone (text left out, the model's
+    # missing-modality path), since a clean text can legitimately keep the decision whatever the image
     large, note = target, ""
     if model.uses_text:
-        empty = model.text_features(torch.as_tensor(data.empty_tokens)).detach()
-        empty = empty.expand(n, *empty.shape[1:])
-        large, note = AttackTarget(model, target.images, target.labels, target.task, empty, target.batch_size), \
-            " (image pathway, report removed)"
+        large = AttackTarget(model, target.images, target.labels, target.task, batch_size=target.batch_size,
+                             missing="report")
+        note = " (image pathway, text left out)"
     big, free, strong = adversarial.large_eps_accuracies(large, cfg.check_epsilon, EVAL_SEED, model.uses_text)
     out.append(checks.large_eps_breaks(big, cfg.check_epsilon, note, free, strong))
     out.append(checks.gradients_nonzero(adversarial.gradient_norms(target)))

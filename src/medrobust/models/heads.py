@@ -85,9 +85,9 @@ class FixedReport(nn.Module):
     """
 
     def __init__(self, model: Classifier, tokens: torch.Tensor | None = None,
-                 text_features: torch.Tensor | None = None):
+                 text_features: torch.Tensor | None = None, missing: str | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.missing = model, missing
         if text_features is None and tokens is not None:
             with torch.no_grad():
                 text_features = model.text_features(tokens)
@@ -97,13 +97,18 @@ class FixedReport(nn.Module):
         if hasattr(model, "eot_samples"):
             self.eot_samples = model.eot_samples
 
+    def _text(self) -> dict:
+        return {"missing": self.missing} if self.missing is not None else {"text_features": self.text_features}
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image, text_features=self.text_features)
+        return self.model(image, **self._text())
 
     def select(self, idx: torch.Tensor) -> "FixedReport":
-        """The same function for the examples ``idx`` of the batch (their reports)."""
+        """The same function for the examples ``idx`` of the batch (their texts)."""
+        if self.missing is not None:
+            return self
         return FixedReport(self.model, text_features=self.text_features[idx])
 
     def bpda_forward(self, image: torch.Tensor) -> torch.Tensor:
-        """The differentiable approximation of a non-differentiable model, with the same fixed report."""
-        return self.model.bpda_forward(image, text_features=self.text_features)
+        """The differentiable approximation of a non-differentiable model, with the same fixed text."""
+        return self.model.bpda_forward(image, **self._text())

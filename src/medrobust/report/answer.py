@@ -13,7 +13,8 @@ import math
 
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
-from medrobust.report.compare import (COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH, comparisons,  # noqa: F401
+from medrobust.report.compare import (ABLATION_WORDS, COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH,  # noqa: F401
+                                      WITH_INDICATION, comparisons,
                                       defense_comparisons)
 from medrobust.report.stats import (BETTER, BOUNDED, CLEAR, INCONCLUSIVE, TOO_FEW, UNDETERMINED, WORSE, fmt_ci,
                                     fmt_diff, fmt_eps, fmt_fraction, fmt_p, fmt_value)
@@ -135,7 +136,7 @@ def _numbers(c: dict) -> str:
 
 def _sentence(c: dict) -> str:
     """One clause about one comparison, e.g. ``adversarial: **better** — raised ... from 41.2% to 55.0% (...)``."""
-    what, word = c["label"], ROBUSTNESS[c["metric"]]
+    what, word = c["label"], ABLATION_WORDS[c["metric"]]
     if c["n"] == 0 and c.get("excluded"):
         names = ", ".join(sorted({n for _, why in c["excluded"] for n in why}))
         return (f"{word}: **{c['verdict']}** — every seed pair ({len(c['excluded'])}) was kept out because a run "
@@ -212,25 +213,26 @@ def _near_zero_line(records: list[RunRecord], setup: StudyFacts) -> str:
             f"(highest mean {fmt_value(max(means))}%): none is adversarially robust without a defense.")
 
 
-def _report_reliance_line(records: list[RunRecord], setup: StudyFacts) -> str:
-    """For image+report arms: image attacks leave the report clean, so say how much they lean on it."""
+def _indication_reliance_line(records: list[RunRecord], setup: StudyFacts) -> str:
+    """For image+indication classifiers: image attacks leave the indication clean, so say how much they lean on it
+    (clean accuracy with it and with it left out through the model's missing-text path)."""
     parts = []
     for m in tables.method_order(records, setup):
         if not _multimodal(records, m):
             continue
         for f in tables.fraction_order(records):
-            with_report = tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))[0]
+            with_text = tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))[0]
             without = tables.summary(records, m, f, lambda r: tables.acc(r, "without_text"))[0]
-            if math.isfinite(with_report) and math.isfinite(without):
-                parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(with_report)}% → {fmt_value(without)}%")
+            if math.isfinite(with_text) and math.isfinite(without):
+                parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(with_text)}% → {fmt_value(without)}%")
     if not parts:
         return ""
-    return ("Image attacks leave the report clean, and image+report arms lean on the report: clean accuracy "
-            "with → without the report: " + "; ".join(parts) + "." + _report_attack_line(records, setup))
+    return ("Image attacks on image+indication classifiers leave the indication clean; clean accuracy with → "
+            "without the indication: " + "; ".join(parts) + "." + _text_attack_line(records, setup))
 
 
-def _report_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:
-    """The strongest budget of each report-side/joint attack, per image+report arm and label fraction."""
+def _text_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:
+    """The strongest budget of each text-side / joint attack, per image+indication arm and label fraction."""
     names = list(dict.fromkeys(a for r in records for a in r.metrics.text_attacks))
     sentences = []
     for name in names:
@@ -245,8 +247,8 @@ def _report_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:
             sentences.append(f"{name} at budget {top}: " + "; ".join(parts))
     if not sentences:
         return ""
-    return (" Attacks on the report itself (robust accuracy at the largest budget) — " + ". ".join(sentences)
-            + ". The report is an attack surface too: see the report-side tables.")
+    return (" Attacks on the indication itself (robust accuracy at the largest budget) — " + ". ".join(sentences)
+            + ". The text is an attack surface too: see the text-side tables.")
 
 
 def _checks_line(records: list[RunRecord]) -> str:
@@ -270,7 +272,8 @@ def _headline(robust: list[dict], ref: str | None) -> str:
         return (f"**With one seed per comparison, none of the {len(robust)} comparisons can be judged: rerun with "
                 f"2 or more seeds for confidence intervals.**")
     n = {k: sum(c["kind"] == k for c in robust) for k in stats.KINDS}
-    s = (f"Of {len(robust)} robustness comparisons of self-supervised pre-training with its supervised counterpart: "
+    s = (f"Of {len(robust)} robustness comparisons of self-supervised pre-training with its supervised counterpart "
+         "(classifiers that see the image only; image+report pre-training through its image pathway): "
          f"clearly more robust in {n[BETTER]}, clearly less robust in {n[WORSE]}, a bounded null (no difference "
          f"larger than X pp, X ≤ 3) in {n[BOUNDED]}, inconclusive in {n[INCONCLUSIVE]}, undetermined (zero "
          f"variance) in {n[UNDETERMINED]}, too few seeds in {n[TOO_FEW]}.")
@@ -289,6 +292,31 @@ def _headline(robust: list[dict], ref: str | None) -> str:
             f"points (pp); {how}. 'Clearly' means a Holm-adjusted p < 0.05 — {_chance(robust)}. A non-clear "
             "difference is a bounded null (the 95% CI excludes any difference larger than X pp, X ≤ 3) or "
             "inconclusive (not clear after the correction, and the CI allows a difference larger than 3 pp).")
+
+
+def _bullets(records: list[RunRecord], comps: list[dict], fam: str) -> list[str]:
+    """One bullet per (arm, label fraction) of family ``fam``: its adversarial / corruption / site-shift clauses."""
+    out = []
+    mine_all = [c for c in comps if c["family"] == fam]
+    for arm, f in dict.fromkeys((c["arm"], c["fraction"]) for c in mine_all):
+        mine = {c["metric"]: c for c in comps if c["arm"] == arm and c["fraction"] == f
+                and (c["family"] == fam or c["metric"] == "gap")}
+        parts = [_sentence(mine[k]) + (_gap_clause(mine) if k == "worst_ref" else "")
+                 for k in ROBUSTNESS if k in mine]
+        cp = pretty(records, mine["worst_ref" if "worst_ref" in mine else next(iter(mine))]["counterpart"])
+        out.append(f"- **At {fmt_fraction(f)} labels, {pretty(records, arm)} pre-training vs {cp}** — "
+                   + "; ".join(parts) + ".")
+    return out
+
+
+def _indication_line(records: list[RunRecord], comps: list[dict]) -> str:
+    """The secondary table: classifiers that see the indication with the image, pre-trained vs supervised."""
+    mine = [c for c in comps if c["family"] == WITH_INDICATION]
+    if not mine:
+        return ""
+    head = ("**Image + indication at decision time** (secondary: classifiers that also see the indication, the "
+            f"text written before the image is read; {_chance(mine, True)}; {_kinds(mine)}):")
+    return "\n".join([head, ""] + _bullets(records, comps, WITH_INDICATION))
 
 
 def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
@@ -317,16 +345,11 @@ def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
         lines += [_headline(robust, ref), ""]
         demo = _demo_line(records, setup)
         lines += [demo, ""] if demo else []
-        for arm, f in dict.fromkeys((c["arm"], c["fraction"]) for c in robust):
-            mine = {c["metric"]: c for c in comps if c["arm"] == arm and c["fraction"] == f}
-            parts = [_sentence(mine[k]) + (_gap_clause(mine) if k == "worst_ref" else "")
-                     for k in ROBUSTNESS if k in mine]
-            cp = pretty(records, next(iter(mine.values()))["counterpart"])
-            head = f"At {fmt_fraction(f)} labels, {pretty(records, arm)} pre-training vs {cp}"
-            lines.append(f"- **{head}** — " + "; ".join(parts) + ".")
+        lines += _bullets(records, comps, "headline")
     dcomps = defense_comparisons(records, setup)
-    extra = [x for x in (_tasks_line(records, comps), _ablation_line(comps), _defense_line(records, setup, dcomps),
-                         _exclusion_line(comps + dcomps), _report_reliance_line(records, setup),
+    extra = [x for x in (_indication_line(records, comps), _tasks_line(records, comps), _ablation_line(comps),
+                         _defense_line(records, setup, dcomps),
+                         _exclusion_line(comps + dcomps), _indication_reliance_line(records, setup),
                          _near_zero_line(records, setup), _checks_line(records)) if x]
     for paragraph in extra:  # a blank line between: each its own paragraph in Markdown and HTML
         lines += ["", paragraph]

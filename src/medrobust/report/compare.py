@@ -34,6 +34,8 @@ COMPARED = ("clean_acc", "worst_ref", "gap", "corr_mean", "holdout_acc", "norepo
 TASKS = ("vqa_acc", "vqa_adv", "r10", "r10_adv")
 #: the three robustness questions the answer is about, with the short word used in the text
 ROBUSTNESS = {"worst_ref": "adversarial", "corr_mean": "corruptions", "holdout_acc": "site shift"}
+#: the short words of the ablation sentences: the robustness questions and modality resilience
+ABLATION_WORDS = {**ROBUSTNESS, "noreport_acc": "indication left out"}
 
 #: a run failing one of these is left out of every comparison
 EXCLUDE_ALL = ("above_chance",)
@@ -45,10 +47,16 @@ TEST_BOTH = "paired t + bootstrap"
 TEST_T = "paired t"
 
 
-def family(metric: str, ablation: bool) -> str:
-    """The family of a self-supervised-arm comparison (defended arms are always ``"defenses"``)."""
-    if metric in ROBUSTNESS:
-        return "ablations" if ablation else "headline"
+#: the family of the robustness comparisons of classifiers that see the indication with the image (a secondary
+#: table: the headline compares classifiers that see the image only)
+WITH_INDICATION = "image+indication"
+
+
+def family(metric: str, ablation: bool, with_text: bool = False) -> str:
+    """The family of a self-supervised-arm comparison (defended arms are always ``"defenses"``); ``with_text``:
+    the classifiers compared see the indication with the image."""
+    if metric in ROBUSTNESS or (ablation and metric == "noreport_acc"):  # resilience: text left out
+        return "ablations" if ablation else WITH_INDICATION if with_text else "headline"
     return "tasks" if metric in TASKS and not ablation else "secondary"
 
 
@@ -138,8 +146,10 @@ def adjust(comps: list[dict]) -> list[dict]:
 
 
 def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> list[dict]:
-    """Paired comparisons of every self-supervised arm with its counterpart: the supervised arm with the same
-    inputs, or for an ablation arm (e.g. ``robust-mmr(domain_weight=0)``) the full arm (``ablation`` True).
+    """Paired comparisons of every self-supervised arm with its counterpart: the supervised arm whose classifier
+    sees the same inputs, or for an ablation arm (e.g. ``robust-mmr(domain_weight=0)``) the full arm
+    (``ablation`` True). Retrieval / VQA metrics pair with the record's ``task_counterpart`` (the supervised
+    image+text arm: those tasks read text whatever the classifier sees).
 
     Args:
         records: run records.
@@ -163,19 +173,20 @@ def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> li
         if cp is None or (base is None and not any(r.self_supervised for r in arm_recs)) or \
                 any(r.defense for r in arm_recs):  # e.g. supervised(augment=False) is an ablation of supervised
             continue  # defended arms are compared with their undefended arm (defense_comparisons)
+        task_cp = base or next((r.task_counterpart for r in arm_recs if r.task_counterpart), cp)
         both_text = any(r.uses_text for r in arm_recs) and any(r.arm == cp and r.uses_text for r in records)
         for f in tables.fraction_order(records):
             a_by_seed = {r.seed: r for r in tables.runs(records, arm, f)}
-            b_by_seed = {r.seed: r for r in tables.runs(records, cp, f)}
             for name in COMPARED:
                 if name == "noreport_acc" and not both_text:
                     continue
+                other = task_cp if name in TASKS else cp
                 m = ms[name]
-                res = _pair_up(m, a_by_seed, b_by_seed, ref)
+                res = _pair_up(m, a_by_seed, {r.seed: r for r in tables.runs(records, other, f)}, ref)
                 if res is not None:
-                    out.append(dict(res, arm=arm, counterpart=cp, ablation=base is not None, fraction=f,
+                    out.append(dict(res, arm=arm, counterpart=other, ablation=base is not None, fraction=f,
                                     metric=name, label=m.label, unit=m.unit, higher_is_better=m.higher_is_better,
-                                    family=family(name, base is not None)))
+                                    family=family(name, base is not None, both_text)))
     return adjust(out)
 
 

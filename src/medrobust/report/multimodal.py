@@ -14,13 +14,14 @@ from medrobust.report.tables import (Table, acc, condition_label, corruption_acc
                                      method_order, recall, summary, text_attack_acc, vqa_acc)
 
 DIRECTIONS = (("image_to_report", "image→report"), ("report_to_image", "report→image"))
-TEXT_ATTACK_LABELS = {"report-word-substitution": "adversarial report ({} words)",
-                      "report-embedding-pgd": "adversarial report embedding ({})",
-                      "joint-image-report": "joint image+report ({})"}
+TEXT_ATTACK_LABELS = {"report-word-substitution": "adversarial indication ({} words)",
+                      "report-embedding-pgd": "adversarial indication embedding ({})",
+                      "joint-image-report": "joint image+indication ({})"}
 
 
 def _multimodal(records: list[RunRecord]) -> list[RunRecord]:
-    return [r for r in records if r.uses_text]
+    """Runs with a multimodal part: a classifier that sees text, or retrieval / VQA tasks."""
+    return [r for r in records if r.uses_text or r.tasks is not None]
 
 
 def _classification_columns(records: list[RunRecord], ref: str | None) -> list[tuple[str, object]]:
@@ -28,8 +29,8 @@ def _classification_columns(records: list[RunRecord], ref: str | None) -> list[t
         ("clean", lambda r: acc(r, "clean")),
         ("corrupted image (mean)", lambda r: corruption_acc(r)),
         ("held-out site", lambda r: acc(r, "holdout")),
-        ("image only (report removed)", lambda r: acc(r, "without_text")),
-        ("report only (image missing)", lambda r: acc(r, "without_image")),
+        ("image only (indication left out)", lambda r: acc(r, "without_text")),
+        ("indication only (image missing)", lambda r: acc(r, "without_image")),
     ]
     if ref is not None:
         cols.append((f"adversarial image (worst case, ε={ref}/255)",
@@ -78,8 +79,9 @@ def multimodal_tables(records: list[RunRecord], setup: StudyFacts, ref: str | No
     out: list[Table] = []
     for f in fraction_order(mm):
         lab = fmt_fraction(f)
-        out.append(_table(mm, setup, f, f"Classification accuracy (%) per condition — {lab} labels",
-                          _classification_columns(mm, ref)))
+        with_text = [r for r in mm if r.uses_text]
+        out.append(_table(with_text, setup, f, f"Image+indication classifiers: accuracy (%) per condition — {lab} "
+                          "labels", _classification_columns(with_text, ref)) if with_text else None)
         conds = _conditions(mm, "retrieval")
         chance_r1, chance_rank = _chance(mm)
         for key, name in DIRECTIONS:

@@ -51,17 +51,20 @@ def _attack_line(s: StudyFacts) -> str:
     return (f"L∞ image attacks on {s.max_adversarial} fixed test images: curves {_components(s.attacks)} (every "
             f"example, every ε); then the worst-case sequence {_components(s.worst_case)} at ε {at} (×1/255; "
             "AutoAttack style: each attack only on examples still correct); robust accuracy = per-example worst "
-            "case over all. Image+report models: the image is attacked with the report left clean")
+            "case over all. Image+indication classifiers: the image is attacked with the indication left clean")
 
 
 def _downstream_line(s: StudyFacts) -> str:
-    """What the image+report arms are fine-tuned and evaluated with, in words."""
+    """What the image+text arms are fine-tuned and evaluated with, in words."""
+    head = ("reports (written after reading the image) serve pre-training and retrieval only; a classifier sees the "
+            "image, or the image with the indication (written before it is read); image+indication classifiers: ")
     if s.fusion is None:
-        model = ("late fusion: the (pre-trained) image and report encoders' features concatenated; a fusion "
+        model = ("late fusion, the (pre-trained) image and text encoders' features concatenated; a fusion "
                  "transformer from pre-training (mmr, robust-mmr) is not used downstream")
     else:
-        model = (f"the fusion transformer ({s.fusion.name} {s.fusion.params or ''}".rstrip() + "): image patch and "
-                 "report tokens in one transformer, pre-trained by mmr / robust-mmr, fresh for the other arms")
+        model = (f"the fusion transformer ({s.fusion.name} {s.fusion.params or ''}".rstrip() + "), image patch and "
+                 "text tokens in one transformer, pre-trained by mmr / robust-mmr, fresh for the other arms")
+    model = head + model
     return model + (f"; tasks besides classification: {', '.join(s.tasks)}" if s.tasks else "")
 
 
@@ -93,7 +96,9 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
     for m in tables.method_order(records, s):
         r = next(r for r in records if r.arm == m)
         base = tables.ablation_base(records, m)
-        desc = [r.role, "+".join(r.modalities), f"{r.finetune_mode} fine-tuning",
+        seen = "image+indication" if r.uses_text else "image"
+        desc = [r.role + (f" on {'+'.join('report' if m == 'text' else m for m in r.pretrained_on)}"
+                          if r.pretrained_on else ""), f"classifier sees the {seen}", f"{r.finetune_mode} fine-tuning",
                 f"ablation of {base}" if base else f"compared with {r.counterpart}" if r.counterpart else None]
         arms.append(f"`{m}` ({', '.join(d for d in desc if d)})")
     add("Methods", "; ".join(arms))
@@ -109,11 +114,11 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
     add("Severities", _join(s.severities))
     if s.image_encoder is not None:
         add("Encoder", f"image {s.image_encoder.name} {s.image_encoder.params or ''}".strip()
-            + (f"; report {s.text_encoder.name}" if s.text_encoder is not None else ""))
+            + (f"; text {s.text_encoder.name}" if s.text_encoder is not None else ""))
     if s.pretrain or s.finetune:
         add("Budgets", _budget_line(s))
-    if any(r.uses_text for r in records) and s.config_yaml:
-        add("Image+report downstream", _downstream_line(s))
+    if any(r.uses_text or r.tasks is not None for r in records) and s.config_yaml:
+        add("Image+text downstream", _downstream_line(s))
     z = records[0].sizes
     add("Examples", f"training pool {z.n_train}, in-site test {z.n_test}, attacked test {z.n_adversarial}, "
                     f"held-out site {z.n_holdout}")
@@ -169,7 +174,8 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
             table(t)
     report_side = tables.report_attack_tables(records, setup, marks)
     if report_side:
-        b.append(("md", "Report-side and joint attacks on the image+report arms, on the same attacked examples. "
+        b.append(("md", "Text-side and joint attacks on the image+indication classifiers (the indication is the "
+                        "text attacked), on the same attacked examples. "
                         "Budgets: words edited (word substitution), per-token L2 radius as a fraction of the mean "
                         "token-embedding norm (embedding PGD), image ε (×1/255) + words edited (joint)."))
     for t in report_side:
@@ -183,7 +189,7 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
     table(tables.metric_table(records, setup, ms["holdout_acc"]))
     table(tables.metric_table(records, setup, ms["holdout_drop"]))
     table(tables.metric_table(records, setup, ms["noreport_acc"],
-                              title="Image+report arms: accuracy with the report removed (%)"))
+                              title="Image+indication classifiers: accuracy with the indication left out (%)"))
     table(tables.metric_table(records, setup, ms["time_total"], title="Run time per run (s)"))
     defended = defense_tables(records, setup, ref)
     if defended:
@@ -197,10 +203,12 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
     mm = multimodal_tables(records, setup, ref)
     if mm:
         b += [("h", 2, "Multimodal arms: classification, retrieval and VQA per condition"),
-              ("md", "Each task starts from the arm's pre-trained (or, for `supervised-multimodal`, freshly "
-                     "initialised) encoders and is fine-tuned on the run's labeled image-report pairs only. Conditions: "
+              ("md", "Classification: the classifiers that see the image with the indication. Retrieval and VQA: "
+                     "each task starts from the arm's pre-trained (or, for `supervised-multimodal`, freshly "
+                     "initialised) image and text encoders and is fine-tuned on the run's labeled image-report pairs "
+                     "only (retrieval pairs images with their reports; VQA reads its question). Conditions: "
                      "clean; image corruptions (mean over the study's corruptions at severity 3); the held-out site; "
-                     "a missing modality; adversarial image (PGD / worst case at the reference ε), report (word "
+                     "a missing modality; adversarial image (PGD / worst case at the reference ε), text (word "
                      "substitutions chosen to hurt) and both. Arms named with parameters, e.g. "
                      "`robust-mmr(domain_weight=0)`, are ablations with that component switched off.")]
         for t in mm:

@@ -45,9 +45,9 @@ def condition_label(cond: str, tasks: TaskMetrics | None) -> str:
     words = f"{t.text_edits} words" if t else "words"
     attack = f"{t.attack.upper()}-10, ε={t.attack_eps:g}/255" if t else "PGD"
     return {"clean": "clean", "corrupted_image": "corrupted image", "holdout": "held-out site",
-            "perturbed_text": f"perturbed report ({words})", "image_missing": "question only (image missing)",
+            "perturbed_text": f"perturbed text ({words})", "image_missing": "question only (image missing)",
             "adversarial_image": f"adversarial image ({attack})",
-            "adversarial_text": f"adversarial report ({words})"}.get(cond, cond)
+            "adversarial_text": f"adversarial text ({words})"}.get(cond, cond)
 
 
 def retrieval(rec: RunRecord, cond: str) -> RetrievalScores | None:
@@ -124,7 +124,7 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
         Metric("holdout_acc", "held-out-site accuracy", "pct", True, lambda r: acc(r, "holdout")),
         Metric("holdout_drop", "in-site → held-out accuracy drop", "pct", False,
                lambda r: acc(r, "clean") - acc(r, "holdout")),
-        Metric("noreport_acc", "accuracy with the report removed", "pct", True, lambda r: acc(r, "without_text")),
+        Metric("noreport_acc", "accuracy with the indication left out", "pct", True, lambda r: acc(r, "without_text")),
         Metric("vqa_acc", "VQA accuracy", "pct", True, lambda r: vqa_acc(r, "clean")),
         Metric("vqa_adv", "VQA accuracy under PGD on the image", "pct", True,
                lambda r: vqa_acc(r, "adversarial_image")),
@@ -181,7 +181,9 @@ def ablation_base(records: list[RunRecord], arm: str) -> str | None:
     r = next((r for r in records if r.arm == arm), None)
     if r is None or not r.method_params or r.defense or r.method == arm:
         return None
-    return r.method if any(x.arm == r.method and not x.defense for x in records) else None
+    head = f"{r.method}({', '.join(f'{k}={v}' for k, v in sorted(r.method_params.items()))})"
+    base = r.method + (arm[len(head):] if arm.startswith(head) else "")  # same inputs / fine-tuning mode suffix
+    return base if any(x.arm == base and not x.defense for x in records) else None
 
 
 def runs(records: list[RunRecord], arm: str, fraction: float) -> list[RunRecord]:
@@ -284,7 +286,7 @@ def eps_tables(records: list[RunRecord], setup: StudyFacts, attack: str, marks: 
 
 
 def report_attack_tables(records: list[RunRecord], setup: StudyFacts, marks: set | None = None) -> list[Table]:
-    """Image+report arms: one table per report-side/joint attack and label fraction; columns = budgets."""
+    """Image+indication classifiers: one table per text-side / joint attack and label fraction; columns = budgets."""
     names = list(dict.fromkeys(a for r in records for a in r.metrics.text_attacks))
     out = []
     for name in names:

@@ -59,6 +59,16 @@ def pair_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[:count])
 
 
+def decision_objective(method: str, with_text: bool) -> str:
+    """The registered supervised objective that fine-tunes the classifier of ``method``: the method itself for a
+    supervised arm; for a self-supervised arm ``supervised-multimodal`` when its classifier sees the indication
+    with the image, else ``supervised`` (the image pathway, also of an image+report pre-training arm)."""
+    info = info_of(registry.get("method", method))
+    if not info.self_supervised:
+        return method
+    return info.counterpart if with_text and info.uses_text else "supervised"
+
+
 def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: PretrainConfig, device: torch.device,
              ckpt_dir: Path, log: Log) -> Pretrained:
     """Pre-train the modules of the self-supervised arm of ``run`` into a checkpoint, unless it exists.
@@ -78,7 +88,8 @@ def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: Pretra
         f"training {'image-report pairs' if info.uses_text else 'images'}, {budget.steps} steps")
     quarter = max(1, budget.steps // 4)
     progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.label}: step {step}/{total}")  # noqa: E731
-    result = fit(method, data.train_tensors(index, labels=False, text=info.uses_text, sites=True), budget,
+    result = fit(method, data.train_tensors(index, labels=False, text="report" if info.uses_text else None,
+                                            sites=True), budget,
                  seed=run.seed, device=device, progress=progress)
     if distributed.is_main():
         checkpoint.save_modules(path, encoders.modules(), meta={
@@ -108,31 +119,35 @@ class RunContext:
 
     @property
     def objective(self) -> type:
-        """The class of the fine-tuning objective: the method itself, or a self-supervised arm's counterpart."""
-        name = self.info.counterpart if self.info.self_supervised else self.run.method.name
-        return registry.get("method", name)
+        """The class of the classifier's fine-tuning objective (:func:`decision_objective`)."""
+        return registry.get("method", decision_objective(self.run.method.name, self.run.method.decides_with_text))
 
     @property
     def uses_text(self) -> bool:
+        """Whether the classifier sees text (the indication) with the image."""
         return info_of(self.objective).uses_text
 
-    def modules(self) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
+    def modules(self, text: bool | None = None) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
         """Fresh ``(image, text, fusion)`` for one task: built from the run seed, loaded from the pre-trained
-        checkpoint; text and fusion only for image+text objectives, fusion only when the study fuses downstream."""
+        checkpoint. ``text``: whether the task reads text (default: whether the classifier does); text and
+        fusion only then, fusion only when the study fuses downstream."""
         info = self.info
-        image, text, fusion = build_encoders(self.specs, inputs_of(self.data), self.run.seed,
-                                             pretraining_fusion=info.uses_fusion)
+        text = self.uses_text if text is None else text
+        image, text_enc, fusion = build_encoders(self.specs, inputs_of(self.data), self.run.seed,
+                                                 pretraining_fusion=info.uses_fusion)
         if self.pretrained is not None:
-            checkpoint.load_modules(self.pretrained.path, _modules(info, image, text, fusion).modules())
+            checkpoint.load_modules(self.pretrained.path, _modules(info, image, text_enc, fusion).modules())
         if self.specs.fusion is None:
             fusion = None  # late fusion downstream (a pre-training fusion module is not carried over)
-        return image, (text if self.uses_text else None), (fusion if self.uses_text else None)
+        return image, (text_enc if text else None), (fusion if text else None)
 
-    def fit(self, objective: nn.Module, tensors: dict, model) -> FitResult:
-        """Fine-tune ``objective`` on ``tensors``; a linear probe first freezes ``model``'s encoders."""
+    def fit(self, objective: nn.Module, tensors: dict, model, steps: int | None = None) -> FitResult:
+        """Fine-tune ``objective`` on ``tensors`` (``steps``: instead of the fine-tuning budget's); a linear probe
+        first freezes ``model``'s encoders."""
         if self.run.mode == "linear":
             model.freeze_encoders()
-        return fit(objective, tensors, self.finetune, seed=self.run.seed, device=self.device)
+        budget = self.finetune if steps is None else self.finetune.model_copy(update={"steps": steps})
+        return fit(objective, tensors, budget, seed=self.run.seed, device=self.device)
 
 
 def timed(fn: Callable, *args, **kwargs) -> tuple[object, float]:

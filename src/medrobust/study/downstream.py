@@ -1,8 +1,9 @@
 """The multimodal downstream tasks of an image+text run: retrieval and closed-set VQA.
 
 Each task starts from the run's initial modules (pre-trained, or freshly initialised for a supervised arm;
-:meth:`RunContext.modules`), is fine-tuned on the run's labeled pairs only (the sparse image-report pairs a
-team has) and is evaluated under every condition of :mod:`medrobust.evaluation.multimodal`.
+:meth:`RunContext.modules`, image and text encoders whatever the classifier sees), is fine-tuned on the run's
+labeled pairs only (the sparse image-report pairs a team has) and is evaluated under every condition of
+:mod:`medrobust.evaluation.multimodal`. Retrieval pairs images with their reports; VQA asks its question.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from medrobust.study.prepare import PreparedData
 
 
 def run_downstream(ctx: RunContext, labeled: np.ndarray, tasks: list[str], evaluation: EvalConfig,
-                   retrieval_pairs: int, vqa_questions: int, text_edits: int) -> TaskMetrics | None:
-    """Fine-tune and evaluate every task in ``tasks`` (rank 0 gets the metrics, other ranks ``None``)."""
+                   retrieval_pairs: int, vqa_questions: int, text_edits: int, steps: int | None = None
+                   ) -> TaskMetrics | None:
+    """Fine-tune (``steps``, default the fine-tuning budget's) and evaluate every task in ``tasks`` (rank 0 gets
+    the metrics, other ranks ``None``)."""
     out: dict = {}
     for task in tasks:
         if task == "retrieval":
-            out["retrieval"] = _retrieval(ctx, labeled, evaluation, retrieval_pairs, text_edits)
+            out["retrieval"] = _retrieval(ctx, labeled, evaluation, retrieval_pairs, text_edits, steps)
         elif task == "vqa":
             if vqa_data(ctx.data, vqa_questions) is None:
                 out["vqa_skipped"] = "needs findings annotations (the synthetic data) to generate questions"
             else:
-                out["vqa"], out["vqa_train_questions"] = _vqa(ctx, labeled, evaluation, vqa_questions)
+                out["vqa"], out["vqa_train_questions"] = _vqa(ctx, labeled, evaluation, vqa_questions, steps)
     if not distributed.is_main():
         return None
     return TaskMetrics(**out, text_edits=max(1, int(text_edits)), attack="pgd",
@@ -40,6 +43,7 @@ def run_downstream(ctx: RunContext, labeled: np.ndarray, tasks: list[str], evalu
 
 
 def _pairs(split, tokens: np.ndarray, size: int) -> PairData:
+    """A fixed, label-stratified gallery of ``size`` image-report pairs of ``split``."""
     idx = adversarial_subset(split.labels if split.labels.ndim == 1 else split.labels[:, 0], size)
     return PairData(split.images[idx], tokens[idx], [split.texts[i] for i in idx])
 
@@ -57,15 +61,15 @@ class _Freezable:
 
 
 def _retrieval(ctx: RunContext, labeled: np.ndarray, evaluation: EvalConfig, n_pairs: int,
-               text_edits: int) -> dict[str, RetrievalScores] | None:
+               text_edits: int, steps: int | None) -> dict[str, RetrievalScores] | None:
     data = ctx.data
-    model = RetrievalModel(*ctx.modules())
-    ctx.fit(RetrievalObjective(model), data.train_tensors(labeled, labels=False, text=True), _Freezable(model))
+    model = RetrievalModel(*ctx.modules(text=True))
+    ctx.fit(RetrievalObjective(model), data.train_tensors(labeled, labels=False, text="report"), _Freezable(model),
+            steps)
     if not distributed.is_main():
         return None
-    ev = data.eval_data
-    test = _pairs(data.test, ev.test_tokens, n_pairs)
-    holdout = None if data.holdout is None else _pairs(data.holdout, ev.holdout_tokens, n_pairs)
+    test = _pairs(data.test, data.reports.test, n_pairs)
+    holdout = None if data.holdout is None else _pairs(data.holdout, data.reports.holdout, n_pairs)
     out = evaluate_retrieval(model.cpu(), test, holdout, data.tokenizer, evaluation, EVAL_SEED,
                              report_edits=text_edits)
     return {cond: RetrievalScores.from_metrics(m) for cond, m in out.items()}
@@ -98,17 +102,17 @@ def vqa_data(data: PreparedData, n_questions: int):
     return out
 
 
-def _vqa(ctx: RunContext, labeled: np.ndarray, evaluation: EvalConfig, n_questions: int
+def _vqa(ctx: RunContext, labeled: np.ndarray, evaluation: EvalConfig, n_questions: int, steps: int | None
          ) -> tuple[dict[str, VQAScores] | None, int]:
     data = ctx.data
     vqa = vqa_data(data, n_questions)
     train: VQAData = vqa["train"]
     keep = np.isin(train.image_index, labeled)  # questions about the run's labeled images only
-    model = classifier_for(*ctx.modules(), len(vqa["vocab"]))
+    model = classifier_for(*ctx.modules(text=True), len(vqa["vocab"]))
     tensors = {"image": torch.as_tensor(data.train.images[train.image_index[keep]]),
                "tokens": torch.as_tensor(train.tokens[keep]), "label": torch.as_tensor(train.answers[keep]),
                "candidates": torch.as_tensor(train.candidates[keep])}
-    ctx.fit(VQAObjective(model), tensors, model)
+    ctx.fit(VQAObjective(model), tensors, model, steps)
     if not distributed.is_main():
         return None, int(keep.sum())
     images = {"test": data.test.images} | ({"holdout": data.holdout.images} if data.holdout is not None else {})

@@ -1,5 +1,10 @@
 """Turn a data source into what the runs need: held-in training data, in-site test, held-out site,
-tokenised reports, and the encoders' input statistics. Done once per study."""
+tokenised reports and indications, and the encoders' input statistics. Done once per study.
+
+Two texts, two uses: the **report** (written after the image is read; close to a label oracle) serves
+pre-training and retrieval; the **indication** (written before) is the only text a downstream classifier
+sees, so the classifier's evaluation data (:class:`EvalData`) carries indications, never reports.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,24 @@ from medrobust.evaluation.robustness import EvalData
 from medrobust.models.layers import image_stats
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """One text field tokenised for every split the runs use."""
+
+    train: np.ndarray  # [N_train, L]
+    test: np.ndarray
+    holdout: np.ndarray | None
+
+
 @dataclass
 class PreparedData:
     dataset: Dataset
     train: Split  # held-in sites only: all images for pre-training, labels for fine-tuning
     test: Split  # held-in sites
     holdout: Split | None  # every image of the held-out sites
-    tokenizer: ReportTokenizer | None
-    train_tokens: np.ndarray | None
+    tokenizer: ReportTokenizer | None  # trained on the training reports and indications
+    reports: Tokens | None
+    indications: Tokens | None
     eval_data: EvalData
     mean: list[float]
     std: list[float]
@@ -31,19 +46,29 @@ class PreparedData:
 
     @property
     def has_text(self) -> bool:
-        return self.tokenizer is not None
+        """Image-report pairs (pre-training, retrieval)."""
+        return self.reports is not None
 
-    def train_tensors(self, index: np.ndarray | None = None, *, labels: bool, text: bool,
+    @property
+    def has_indications(self) -> bool:
+        """Text a classifier may see at decision time."""
+        return self.indications is not None
+
+    def train_tensors(self, index: np.ndarray | None = None, *, labels: bool, text: str | None = None,
                       sites: bool = False) -> dict[str, torch.Tensor]:
-        """Training tensors (``image``, optionally ``label``, ``tokens``, ``site``) for the samples at ``index``."""
+        """Training tensors (``image``, optionally ``label``, ``tokens``, ``site``) for the samples at ``index``;
+        ``text``: ``"report"`` or ``"indication"`` tokens as ``tokens``, or None."""
         idx = np.arange(len(self.train)) if index is None else index
         out = {"image": torch.as_tensor(self.train.images[idx])}
         if sites:
             out["site"] = torch.as_tensor(self.train.sites[idx]).long()
         if labels:
             out["label"] = torch.as_tensor(self.train.labels[idx])
-        if text:
-            out["tokens"] = torch.as_tensor(self.train_tokens[idx])
+        if text is not None:
+            tokens = {"report": self.reports, "indication": self.indications}[text]
+            if tokens is None:
+                raise ValueError(f"train_tensors: the data has no {text} text")
+            out["tokens"] = torch.as_tensor(tokens.train[idx])
         return out
 
     def describe(self) -> str:
@@ -52,15 +77,8 @@ class PreparedData:
         return (f"{ds.name} ({ds.source}); images {'×'.join(map(str, ds.image_shape))}; sites {sites}; "
                 f"{len(self.train)} training images, {len(self.test)} in-site test"
                 + (f", {len(self.holdout)} held-out-site" if self.holdout is not None else "")
-                + ("; image-report pairs" if self.has_text else "; images only (no report text)"))
-
-
-def _concat(splits: list[Split]) -> Split:
-    texts = None if splits[0].texts is None else [t for s in splits for t in s.texts]
-    keys = set.intersection(*(set(s.extras) for s in splits)) if splits else set()
-    return Split(images=np.concatenate([s.images for s in splits]), labels=np.concatenate([s.labels for s in splits]),
-                 sites=np.concatenate([s.sites for s in splits]), texts=texts,
-                 extras={k: np.concatenate([s.extras[k] for s in splits]) for k in keys})
+                + ("; image-report pairs" if self.has_text else "; images only (no report text)")
+                + ("; indications (the text a classifier sees)" if self.has_indications else ""))
 
 
 def prepare(cfg: StudyConfig) -> PreparedData:
@@ -78,21 +96,25 @@ def prepare(cfg: StudyConfig) -> PreparedData:
     test = test.subset(test.labeled)  # metrics need labels; unlabeled test pairs are not scored
     holdout = None
     if len(held):
-        holdout = _concat([s.subset(np.isin(s.sites, held) & s.labeled) for s in (dataset.train, dataset.val, dataset.test)])
+        holdout = Split.concat([s.subset(np.isin(s.sites, held) & s.labeled) for s in (dataset.train, dataset.val, dataset.test)])
     if not train.labeled.any():
         raise ConfigError(f"{dataset.source or dataset.name}: no labeled training images on the held-in sites")
 
-    tokenizer = train_tokens = None
+    tokenizer = reports = indications = None
     eval_kwargs: dict = {}
-    if dataset.has_text:
+    if dataset.has_text or dataset.has_indications:
         tparams = registry.get("encoder", cfg.text_encoder.name).Params.model_validate(cfg.text_encoder.params)
-        tokenizer = ReportTokenizer.train(train.texts, vocab_size=tparams.vocab_size, max_len=tparams.max_len)
-        train_tokens = tokenizer.encode(train.texts)
-        eval_kwargs = {"test_tokens": tokenizer.encode(test.texts), "empty_tokens": tokenizer.encode([""]),
-                       "test_texts": test.texts, "tokenizer": tokenizer,
-                       "holdout_tokens": None if holdout is None else tokenizer.encode(holdout.texts)}
+        corpus = (train.texts or []) + (train.indications or [])
+        tokenizer = ReportTokenizer.train(corpus, vocab_size=tparams.vocab_size, max_len=tparams.max_len)
+        tokens = lambda field: None if getattr(train, field) is None else Tokens(  # noqa: E731
+            tokenizer.encode(getattr(train, field)), tokenizer.encode(getattr(test, field)),
+            None if holdout is None else tokenizer.encode(getattr(holdout, field)))
+        reports, indications = tokens("texts"), tokens("indications")
+        if indications is not None:  # what the classifier sees with the image
+            eval_kwargs = {"test_tokens": indications.test, "test_texts": test.indications,
+                           "holdout_tokens": indications.holdout, "tokenizer": tokenizer}
     eval_data = EvalData(task=dataset.task, test_images=test.images, test_labels=test.labels,
                          holdout_images=None if holdout is None else holdout.images,
                          holdout_labels=None if holdout is None else holdout.labels, **eval_kwargs)
     mean, std = image_stats(train.images)
-    return PreparedData(dataset, train, test, holdout, tokenizer, train_tokens, eval_data, mean, std)
+    return PreparedData(dataset, train, test, holdout, tokenizer, reports, indications, eval_data, mean, std)

@@ -30,7 +30,7 @@ from medrobust.models.build import ModelSpecs, classifier_for
 from medrobust.models.knn import KNNClassifier
 from medrobust.record import ComponentFacts, RecordError, RunRecord, Sizes, SkippedArm, StudyFacts, Timing
 from medrobust.report.render import write_report
-from medrobust.study.context import RunContext, pretrain, timed
+from medrobust.study.context import RunContext, decision_objective, pretrain, timed
 from medrobust.study.downstream import run_downstream
 from medrobust.study.prepare import PreparedData, prepare
 from medrobust.study.spec import RunSpec, expand
@@ -91,12 +91,13 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     labeled = label_subset(data.train.labels, run.fraction, run.seed)
     if run.mode == "knn":  # no training: the labeled images are the neighbour bank
         start = time.perf_counter()
-        bank = data.train_tensors(labeled, labels=True, text=False)
+        bank = data.train_tensors(labeled, labels=True)
         model = KNNClassifier(model.image_encoder.to(device), to_unit(bank["image"]).to(device),
                               bank["label"].to(device), task, cfg.finetune.knn_k, cfg.finetune.knn_temperature)
         finetune = FitResult(losses=[float("nan")], seconds=time.perf_counter() - start, samples=len(labeled))
     else:
-        finetune = ctx.fit(objective, data.train_tensors(labeled, labels=True, text=ctx.uses_text), model)
+        finetune = ctx.fit(objective, data.train_tensors(labeled, labels=True,
+                                                         text="indication" if ctx.uses_text else None), model)
     metrics = inference_s = eval_s = None
     if distributed.is_main():
         model = model.cpu().eval()
@@ -105,9 +106,9 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         metrics, eval_s = timed(evaluate, model, data.eval_data, cfg.evaluation, state_path=state)
     tasks, tasks_s = None, 0.0
     mm = cfg.multimodal
-    if ctx.uses_text and mm.tasks and defense is None and run.mode == "full":  # tasks start from the undefended modules
+    if info.uses_text and mm.tasks and defense is None and run.mode == "full":  # tasks start from the undefended modules
         tasks, tasks_s = timed(run_downstream, ctx, labeled, mm.tasks, cfg.evaluation, mm.retrieval_pairs,
-                               mm.vqa_questions, mm.report_edits)
+                               mm.vqa_questions, mm.report_edits, mm.task_steps)
     distributed.barrier()
     if not distributed.is_main():
         return None
@@ -116,7 +117,10 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         display_name=display_name_of(method_cls, cfg.image_encoder.name,
                                      method_cls.Params.model_validate(run.method.params)),
         method_params=run.method.params, augmented=arm_augmentations(run, objective_cls, objective_params),
-        role=info.role, counterpart=info.counterpart,
+        role=info.role, counterpart=decision_objective(run.method.name, run.method.decides_with_text)
+        if info.self_supervised else None,
+        task_counterpart=info.counterpart if info.self_supervised and info.uses_text else None,
+        pretrained_on=info.modalities if info.self_supervised else None,
         modalities=info_of(objective_cls).modalities, finetune_mode=run.mode,
         defense=None if defense is None else run.method.defense.name, undefended=run.method.base_label,
         randomized=bool(getattr(model, "randomized", False)), fraction=run.fraction, seed=run.seed,
@@ -160,7 +164,8 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
         image_encoder=comp(cfg.image_encoder), text_encoder=comp(cfg.text_encoder) if data.has_text else None,
         pretrain=cfg.pretrain.model_dump(), finetune=cfg.finetune.model_dump(),
         fusion=None if cfg.multimodal.fusion is None else comp(cfg.multimodal.fusion), tasks=cfg.multimodal.tasks,
-        has_text=data.has_text, skipped=[SkippedArm(arm=s["method"], reason=s["reason"]) for s in skipped],
+        has_text=data.has_text, has_indications=data.has_indications,
+        skipped=[SkippedArm(arm=s["method"], reason=s["reason"]) for s in skipped],
         config_yaml=dump(cfg), invocation_s=invocation_s, expected_runs=len(runs),
         versions={"medrobust": __version__, "torch": torch.__version__, "python": platform.python_version()})
 
@@ -174,7 +179,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     study_dir = cfg.study_dir
     started = time.perf_counter()
     data = prepare(cfg)
-    runs, skipped = expand(cfg, data.has_text)
+    runs, skipped = expand(cfg, data.has_text, data.has_indications)
     for s in skipped:
         log(f"skipping {s['method']}: {s['reason']}")
     store = Store(study_dir / "runs.sqlite") if distributed.is_main() else None
@@ -216,5 +221,5 @@ def write_study_report(study_dir: Path, store: Store | None = None) -> Path:
         raise RecordError(f"{study_dir / 'setup.json'} was written by an older medrobust; run the study command "
                           "again (finished runs are kept) to rewrite it") from None
     store = store or Store(study_dir / "runs.sqlite")
-    runs, _ = expand(cfg, facts.has_text)
+    runs, _ = expand(cfg, facts.has_text, facts.has_indications)
     return write_report(store.records([r.key for r in runs]), facts, study_dir / "report")

@@ -12,13 +12,14 @@ import json
 from dataclasses import dataclass
 
 from medrobust import registry
-from medrobust.config import Arm, StudyConfig
+from medrobust.config import MULTIMODAL_SUPERVISED, Arm, ConfigError, StudyConfig
 from medrobust.methods.contract import info_of
 
 # bump when a change to the code changes results for the same config. 3: a self-supervised run's modules are
 # always loaded from its pre-training checkpoint, so a run that pre-trained gives what a cached one gives.
 # 4: the supervised objective augments its batches by default (a stored supervised run trained without)
-PROTOCOL_VERSION = 4
+# 5: classifiers see the indication, never the report; the synthetic data has indications (reports changed)
+PROTOCOL_VERSION = 5
 
 
 def _canonical(obj):
@@ -56,16 +57,36 @@ class RunSpec:
         return f"{self.arm} | {self.fraction:g} labels | seed {self.seed}"
 
 
-def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]:
-    """The runs of the grid (seed-major, so early seeds complete first) and the arms skipped, with reasons."""
+def check_inputs(method: Arm) -> None:
+    """Reject an ``inputs`` the method cannot have (the message names the arm and what it can be)."""
+    info = info_of(registry.get("method", method.name))
+    if method.name == MULTIMODAL_SUPERVISED and method.inputs == "image":
+        raise ConfigError(f"methods: {method.name} with inputs: image is the supervised image arm; use "
+                          "'supervised' (supervised-multimodal always sees the image with the indication)")
+    if method.decides_with_text and not info.uses_text:
+        raise ConfigError(f"methods: {method.label} has inputs: image+indication but {method.name} trains no text "
+                          "encoder; expected inputs: image (or an image+text method)")
+
+
+def expand(cfg: StudyConfig, has_text: bool, has_indications: bool = False) -> tuple[list[RunSpec], list[dict]]:
+    """The runs of the grid (seed-major, so early seeds complete first) and the arms skipped, with reasons.
+
+    ``has_text``: the data has reports (image+text pre-training); ``has_indications``: it has the text a
+    classifier may see with the image (arms whose classifier sees it need it)."""
     common = {"v": PROTOCOL_VERSION, "data": cfg.data.model_dump(), "image_encoder": cfg.image_encoder.model_dump(),
               "text_encoder": cfg.text_encoder.model_dump()}
     runs, skipped = [], []
     for method in cfg.methods:
         info = info_of(registry.get("method", method.name))
+        check_inputs(method)
         if info.uses_text and not has_text:
             skipped.append({"method": method.label, "reason": "needs image-report pairs but the data set has no "
                             "report text; it is skipped (image-only methods still run)"})
+        elif method.decides_with_text and not has_indications:
+            skipped.append({"method": method.label, "reason": "its classifier sees the image with the indication "
+                            "(the text written before the image is read), which the data set does not have; a "
+                            "classifier never sees the report (written after reading the image, it states the "
+                            "findings). Name an 'indication' column in the manifest"})
         fractions = [f for f in cfg.label_fractions if method.label_fractions is None or f in method.label_fractions]
         seeds = [x for x in cfg.seeds if method.seeds is None or x in method.seeds]
         if not fractions or not seeds:
@@ -78,13 +99,15 @@ def expand(cfg: StudyConfig, has_text: bool) -> tuple[list[RunSpec], list[dict]]
                 continue
             info = info_of(registry.get("method", method.name))
             arm = {"name": method.name, "params": method.params,
+                   "inputs": "image+indication" if method.decides_with_text else "image",
                    **({"defense": method.defense.model_dump()} if method.defense is not None else {})}
             multimodal = cfg.multimodal.model_dump() if info.uses_text else None
             fusion = (multimodal and multimodal["fusion"]) or {"name": "fusion", "params": {}}
             pretrain_key = None
             if info.self_supervised:
+                budget = cfg.pretrain.model_dump(exclude=None if info.uses_text else {"pair_fraction"})
                 pretrain_key = digest({**common, "method": {"name": method.name, "params": method.params},
-                                       "seed": seed, "pretrain": cfg.pretrain.model_dump(),
+                                       "seed": seed, "pretrain": budget,  # image-only: every image, no pairs
                                        **({"fusion": fusion} if info.uses_fusion else {})})
             modes = cfg.finetune.mode if info.self_supervised else ["full"]
             if info.uses_text and "knn" in modes:

@@ -28,13 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from medrobust.data.base import DataError, Dataset, Split, Task
 from medrobust.data.synthetic.anatomy import cardiothoracic_ratio, render_anatomy, sample_anatomy, take
 from medrobust.data.synthetic.findings import FINDINGS, draw_findings, sample_findings, sample_placement
-from medrobust.data.synthetic.reports import sample_status, write_reports
+from medrobust.data.synthetic.indications import sample_indications
+from medrobust.data.synthetic.reports import STYLE, sample_status, write_reports
 from medrobust.data.synthetic.sites import SITE_NAMES, SITES, acquire
 from medrobust.registry import register
 
 __all__ = ["FINDINGS", "SITE_NAMES", "SyntheticParams", "generate_site", "load_synthetic"]
 
-_LABELS, _ANATOMY, _ACQUISITION, _REPORTS = range(4)  # purposes of the per-site random streams
+_LABELS, _ANATOMY, _ACQUISITION, _REPORTS, _INDICATIONS = range(5)  # purposes of the per-site random streams
 _SHUFFLE_KEY = 1000  # spawn-key prefix of the split-shuffling streams
 _PIXELS_PER_CHUNK = 1 << 18  # supersampled pixels rendered at once (bounds memory, keeps caches warm)
 
@@ -62,8 +63,8 @@ def _check_site(site: str) -> None:
 
 
 def generate_site(seed: int, site: str, n: int, image_size: int
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str]]:
-    """Generate ``n`` images, findings, attributes and reports of one site.
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str], list[str]]:
+    """Generate ``n`` images, findings, attributes, reports and indications of one site.
 
     Args:
         seed: data seed (any int).
@@ -74,7 +75,8 @@ def generate_site(seed: int, site: str, n: int, image_size: int
     Returns:
         ``images`` uint8 ``[n, 1, S, S]``; ``findings`` int64 ``[n, 4]`` multi-hot in :data:`FINDINGS`
         order; ``extras`` (int64 ``[n]`` / ``[n, 4]``: ``findings``, ``report_status``, finding
-        attributes); ``reports`` (``n`` strings).
+        attributes); ``reports`` and ``indications`` (``n`` strings each: the report written after reading the
+        image, the clinical history written before).
 
     Raises:
         DataError: unknown site, ``image_size < 28`` or ``n < 1`` (the message names the value).
@@ -99,11 +101,12 @@ def generate_site(seed: int, site: str, n: int, image_size: int
         canvas = render_anatomy(pc, r)  # density [B, r, r]
         draw_findings(canvas, pc, take(q, sl), findings[sl], take(attrs, sl))
         images[sl] = acquire(canvas.density, prof, acq, size)
+    indications = sample_indications(_stream(seed, k, _INDICATIONS), findings, attrs, STYLE[site])
     rng = _stream(seed, k, _REPORTS)
     status = sample_status(rng, findings, attrs, site)
-    reports = write_reports(rng, status, attrs, site)
+    reports = write_reports(rng, status, attrs, site, indications)
     extras = {"findings": findings.copy(), "report_status": status, **attrs}
-    return images, findings, extras, reports
+    return images, findings, extras, reports, indications
 
 
 def _split_sizes(n: int) -> tuple[int, int, int]:
@@ -137,12 +140,13 @@ def load_synthetic(params: SyntheticParams | None = None) -> Dataset:
         raise DataError(f"synthetic: sites {params.sites!r} repeat a name; expected each site at most once")
     parts: dict[str, list[tuple]] = {"train": [], "val": [], "test": []}
     for site_index, site in enumerate(params.sites):
-        images, _, extras, reports = generate_site(params.seed, site, params.n_per_site, params.image_size)
+        images, _, extras, reports, indications = generate_site(params.seed, site, params.n_per_site,
+                                                                params.image_size)
         bounds = np.cumsum((0,) + _split_sizes(params.n_per_site))
         for name, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
             sl = slice(int(lo), int(hi))
             parts[name].append((images[sl], {k: v[sl] for k, v in extras.items()}, reports[sl],
-                                np.full(hi - lo, site_index, dtype=np.int64)))
+                                np.full(hi - lo, site_index, dtype=np.int64), indications[sl]))
     splits = {}
     for j, (name, chunks) in enumerate(parts.items()):
         extras = {k: np.concatenate([c[1][k] for c in chunks]) for k in chunks[0][1]}
@@ -151,7 +155,8 @@ def load_synthetic(params: SyntheticParams | None = None) -> Dataset:
         findings = extras["findings"]
         labels = findings if params.task == "findings" else findings.any(axis=1).astype(np.int64)
         split = Split(images=np.concatenate([c[0] for c in chunks]), labels=labels.astype(np.int64),
-                      sites=np.concatenate([c[3] for c in chunks]), texts=texts, extras=extras)
+                      sites=np.concatenate([c[3] for c in chunks]), texts=texts, extras=extras,
+                      indications=[t for c in chunks for t in c[4]])
         splits[name] = split.subset(order)
     task = (Task("multilabel", FINDINGS) if params.task == "findings" else Task("binary", ("normal", "abnormal")))
     source = f"synthetic(seed={params.seed}, n_per_site={params.n_per_site}, image_size={params.image_size})"

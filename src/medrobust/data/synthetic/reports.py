@@ -149,7 +149,8 @@ def _structured(i, status, attrs, pick) -> str:
         lines.append("EXAMINATION: " + pick(("Chest PA and lateral.", "Chest, 2 views.",
                                              "Chest radiograph, PA and lateral views.", "Chest PA.")))
     if pick.chance(0.8):
-        lines.append(f"INDICATION: {_cap(pick(lx.INDICATIONS))}.")
+        pick.chance(0)  # (one draw, as when the indication was picked here: the rest of the report is unchanged)
+        lines.append(f"INDICATION: {_cap(attrs['_indications'][i]).rstrip('.')}.")
     year = pick(range(2008, 2024))
     lines.append("COMPARISON: " + pick(("None.", f"Prior radiograph from {year}.", "None available.",
                                         f"Chest radiograph dated {year}.")))
@@ -219,7 +220,8 @@ def _abbrev(i, status, attrs, pick) -> str:
 _WRITERS = {"structured": _structured, "terse": _terse_report, "icu": _icu, "abbrev": _abbrev}
 
 
-def write_reports(rng: np.random.Generator, status: np.ndarray, attrs: dict[str, np.ndarray], site: str) -> list[str]:
+def write_reports(rng: np.random.Generator, status: np.ndarray, attrs: dict[str, np.ndarray], site: str,
+                  indications: list[str]) -> list[str]:
     """One report per image from its ``report_status`` codes and attributes, in ``site``'s style.
 
     Args:
@@ -227,6 +229,8 @@ def write_reports(rng: np.random.Generator, status: np.ndarray, attrs: dict[str,
         status: ``int64 [n, 4]`` codes.
         attrs: attribute arrays ``[n]``.
         site: site name; unknown names fall back to the structured style.
+        indications: each study's indication (:mod:`~medrobust.data.synthetic.indications`); the structured
+            style quotes it in its INDICATION section.
 
     Returns:
         ``n`` strings.
@@ -238,6 +242,6 @@ def write_reports(rng: np.random.Generator, status: np.ndarray, attrs: dict[str,
         "nodule_size_mm": rng.integers(6, 13, n), "effusion_side": rng.integers(1, 4, n),
         "effusion_size": np.ones(n, dtype=np.int64), "cardiomegaly_grade": np.ones(n, dtype=np.int64),
         "consolidation_side": rng.integers(1, 3, n), "consolidation_zone": rng.integers(1, 3, n)}
-    attrs = {**attrs, "_imagined": imagined}
+    attrs = {**attrs, "_imagined": imagined, "_indications": indications}
     writer = _WRITERS[STYLE.get(site, "structured")]
     return [writer(i, status[i], attrs, _Pick(u[i])) for i in range(len(status))]
