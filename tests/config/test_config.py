@@ -7,7 +7,7 @@ from medrobust.config import ConfigError, load_config, validate
 
 def test_defaults_are_the_quick_study(tmp_path):
     cfg = load_config("configs/quick.yaml")
-    assert [m.label for m in cfg.methods] == ["supervised", "simclr", "supervised-multimodal", "clip", "mmr"]
+    assert [m.label for m in cfg.methods] == ["supervised", "simclr", "supervised-multimodal", "clip"]
     assert len(cfg.seeds) >= 2 and cfg.label_fractions == [0.1]  # the sparse-label setting (CPU budget)
     assert cfg.data.source == "synthetic" and cfg.data.params["image_size"] == 28
 
@@ -136,7 +136,7 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
 
 
 @pytest.mark.parametrize("name, has_text, n_runs, arms", [
-    ("quick", True, 15, {"supervised", "simclr", "supervised-multimodal", "clip", "mmr"}),
+    ("quick", True, 12, {"supervised", "simclr", "supervised-multimodal", "clip"}),
     ("full", True, 50, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
                         "clip [image+indication]"}),
     ("multimodal", True, 51, {"supervised", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
@@ -161,7 +161,7 @@ def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
         cfg, quick = load_config("configs/full.yaml"), load_config("configs/quick.yaml")
         assert len(cfg.seeds) >= 5 and cfg.evaluation.max_adversarial == 300
         assert cfg.evaluation.worst_case == "autoattack"
-        # the demo's arms and more (ConVIRT and Robust-MMR are left out of the demo for its CPU budget), and the
+        # the demo's arms and more (ConVIRT, MMR and Robust-MMR are left out of the demo for its CPU budget), and the
         # demo's label fraction and 100%
         assert all(m in cfg.methods for m in quick.methods) and set(quick.label_fractions) < set(cfg.label_fractions)
         assert {r.fraction for r in runs if r.method.name in ("clip", "robust-mmr")} == {0.1}

@@ -185,6 +185,20 @@ def test_report_reliance_of_image_report_arms_is_stated_from_the_numbers():
     other = ans([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.70)], SETUP)
     assert "90.0% → 70.0%" in other
     assert "leave the indication clean" not in ans(grid(), SETUP)
+    assert "higher *without* the indication" not in text  # the indication helped both
+    # leaving the indication out raised accuracy: said, naming the arm
+    hurt = ans([dict(r, modalities=["image", "text"]) for r in grid(noreport=0.95)], SETUP)
+    assert "Accuracy is higher *without* the indication for supervised, simclr:" in hurt
+
+
+def test_worst_case_columns_where_the_sequence_did_not_run_are_marked():
+    recs, mk = records(grid()), facts
+    full = tables.eps_tables(recs, mk(SETUP), "worst")[0]
+    assert full.header == ["method", "ε=0/255", "ε=1/255", "ε=2/255", "ε=8/255"] and not full.note
+    part = tables.eps_tables(recs, mk({**SETUP, "worst_case_epsilons": ["2", "8"]}), "worst")[0]
+    assert part.header == ["method", "ε=0/255", "ε=1/255 †", "ε=2/255", "ε=8/255"]
+    assert "ran at ε ∈ {2/255, 8/255}" in part.note and "marked †" in part.note
+    assert not tables.eps_tables(recs, mk({**SETUP, "worst_case_epsilons": ["2", "8"]}), "pgd")[0].note
 
 
 def test_report_side_attacks_are_stated_at_their_largest_budget():

@@ -215,8 +215,9 @@ def _near_zero_line(records: list[RunRecord], setup: StudyFacts) -> str:
 
 def _indication_reliance_line(records: list[RunRecord], setup: StudyFacts) -> str:
     """For image+indication classifiers: image attacks leave the indication clean, so say how much they lean on it
-    (clean accuracy with it and with it left out through the model's missing-text path)."""
-    parts = []
+    (clean accuracy with it and with it left out through the model's missing-text path), and when leaving it out
+    *raises* accuracy."""
+    found = []
     for m in tables.method_order(records, setup):
         if not _multimodal(records, m):
             continue
@@ -224,11 +225,15 @@ def _indication_reliance_line(records: list[RunRecord], setup: StudyFacts) -> st
             with_text = tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))[0]
             without = tables.summary(records, m, f, lambda r: tables.acc(r, "without_text"))[0]
             if math.isfinite(with_text) and math.isfinite(without):
-                parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(with_text)}% → {fmt_value(without)}%")
-    if not parts:
+                found.append((m, f, with_text, without))
+    if not found:
         return ""
+    parts = [f"{m} at {fmt_fraction(f)} labels {fmt_value(a)}% → {fmt_value(b)}%" for m, f, a, b in found]
+    hurts = list(dict.fromkeys(m for m, _f, a, b in found if b > a))
+    tail = (" Accuracy is higher *without* the indication for " + ", ".join(hurts) + ": its text pathway fits the "
+            "training indications rather than helping (a secondary result, not the headline)." if hurts else "")
     return ("Image attacks on image+indication classifiers leave the indication clean; clean accuracy with → "
-            "without the indication: " + "; ".join(parts) + "." + _text_attack_line(records, setup))
+            "without the indication: " + "; ".join(parts) + "." + tail + _text_attack_line(records, setup))
 
 
 def _text_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:

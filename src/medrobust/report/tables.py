@@ -279,9 +279,16 @@ def eps_tables(records: list[RunRecord], setup: StudyFacts, attack: str, marks: 
             cells = [fmt_cell(*summary(records, m, f, lambda r, e=e: attack_acc(r, attack, e))) for e in grid]
             if any(c != stats.MISSING for c in cells):
                 rows.append([m + (f" {WARN}" if marks and (m, f) in marks else "")] + cells)
+        ran = None if attack != "worst" or setup.worst_case_epsilons is None else set(setup.worst_case_epsilons)
+        partial = [e for e in grid if ran is not None and e not in ran and stats.num(e) > 0]
+        note = "" if not partial else (
+            f"The worst-case sequence ran at ε ∈ {{{', '.join(fmt_eps(e) for e in grid if e in ran)}}} "
+            f"(`evaluation.worst_case_epsilons`); at the ε marked † the worst case is over the curves (FGSM, PGD) "
+            "and the smaller ε's worst case only: an upper bound weaker than at the other ε.")
         if rows:
             out.append(Table(f"{name} robust accuracy (%) per ε — {fmt_fraction(f)} labels",
-                             ["method"] + [f"ε={fmt_eps(e)}" for e in grid], rows))
+                             ["method"] + [f"ε={fmt_eps(e)}" + (" †" if e in partial else "") for e in grid], rows,
+                             note))
     return out
 
 
