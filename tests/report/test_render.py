@@ -156,7 +156,7 @@ def test_no_holdout_and_no_multimodal_arms(tmp_path):
     assert "No held-out site" in md and "`site_shift.png` not drawn" in md
     assert "report removed" not in md and "Held-out-site accuracy" not in md
     assert "- **Budgets:** pre-training 150 steps × batch 128" in md
-    assert "Image+report downstream" not in md  # no image+report arm in these records
+    assert "Image+text downstream" not in md and "indication left out" not in md  # no image+text arm here
     assert "clip" not in md
     assert "1% labels" in md and (tmp_path / "label_fraction.png").exists()
 
@@ -168,6 +168,8 @@ def test_one_seed_and_minimal_setup(tmp_path):
     rows = [line for line in results.splitlines() if line.startswith("| simclr")]
     assert rows and all("(n=1)" in row and "±" not in row for row in rows)
     assert "not enough seeds" in md and "n/a" in md
+    assert not (tmp_path / "label_fraction.png").exists()  # one fraction: a point per method, no figure
+    assert "`label_fraction.png` not drawn" in md
 
 
 def test_empty_records_rejected(tmp_path):

@@ -296,7 +296,8 @@ def _headline(robust: list[dict], ref: str | None) -> str:
     return (f"**{s}** Compared: {', '.join(kinds)}; differences are self-supervised − supervised in percentage "
             f"points (pp); {how}. 'Clearly' means a Holm-adjusted p < 0.05 — {_chance(robust)}. A non-clear "
             "difference is a bounded null (the 95% CI excludes any difference larger than X pp, X ≤ 3) or "
-            "inconclusive (not clear after the correction, and the CI allows a difference larger than 3 pp).")
+            "inconclusive (not clear after the correction, and the CI allows a difference larger than 3 pp). The CIs "
+            "are per comparison, not adjusted: one can exclude 0 while its difference is not clear after the correction.")
 
 
 def _bullets(records: list[RunRecord], comps: list[dict], fam: str) -> list[str]:

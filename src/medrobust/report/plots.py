@@ -178,9 +178,10 @@ def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path 
 
 
 def label_fraction(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
-    """Clean and worst-case (reference ε) accuracy vs label fraction, a line per method."""
+    """Clean and worst-case (reference ε) accuracy vs label fraction, a line per method; None with fewer than two
+    fractions (a single point per method says nothing the tables do not)."""
     fracs = tables.fraction_order(records)
-    if not fracs:
+    if len(fracs) < 2:
         return None
     ref = tables.reference_eps(records, setup)
     methods = tables.method_order(records, setup)

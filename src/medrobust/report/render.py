@@ -222,7 +222,8 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
     b.append(("table", checks) if checks else ("md", "The records carry no self-checks."))
     b.append(("h", 2, "Plots"))
     for name, path in figures.items():
-        b.append(("img", name) if path else ("md", f"`{name}` not drawn: the records hold no data for it."))
+        b.append(("img", name) if path else ("md", f"`{name}` not drawn: the records hold nothing to plot in it "
+                                              "(no data; for the label-fraction figure, a single fraction)."))
     b += [("h", 2, "Runs"), ("table", tables.run_table(records, setup))]
     if setup.config_yaml:
         b += [("h", 2, "Resolved configuration"), ("code", setup.config_yaml)]
