@@ -10,6 +10,20 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache(tmp_path_factory):
+    """Decoded-image cache in a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("MEDROBUST_CACHE")
+    os.environ["MEDROBUST_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MEDROBUST_CACHE", None)
+    else:
+        os.environ["MEDROBUST_CACHE"] = old
+
+
 def tiny_overrides(out_dir: Path) -> list[str]:
     """CLI overrides that shrink the default study to seconds (same code paths, smaller numbers)."""
     return [f"output_dir={out_dir}", "name=tiny", "data.n_per_site=45", "seeds=[0,1]", "label_fractions=[0.5,1.0]",

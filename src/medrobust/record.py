@@ -255,6 +255,7 @@ class StudyFacts(_Model):
 
     study: str = ""
     data: str = ""  # one-line description of the data source, splits and sizes
+    data_notes: list[str] = []  # what reading the data did (rows skipped, images resized, leaks warned)
     task_kind: str = ""
     label_names: list[str] = []
     train_sites: list[str] = []

@@ -156,12 +156,6 @@ def entry(tmp_path, i=0, **kw):
     return e
 
 
-def load_lines(tmp_path, lines):
-    path = tmp_path / "m.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return load_manifest(path)
-
-
 def test_bad_json(tmp_path):
     good = json.dumps(entry(tmp_path))
     with pytest.raises(DataError, match=r"m\.jsonl entry 1 \(line 2\): bad JSON"):
@@ -170,43 +164,65 @@ def test_bad_json(tmp_path):
         load_lines(tmp_path, ["[1, 2]"])
 
 
-def test_missing_image_key_and_file(tmp_path):
+def load_lines(tmp_path, lines, **params):
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return load_manifest(ManifestParams(path=str(path), **params))
+
+
+def test_missing_image_key_and_file_skipped_and_counted_or_fatal_when_strict(tmp_path):
     e0 = entry(tmp_path)
-    with pytest.raises(DataError, match=r"m\.jsonl entry 1 \(line 2\): missing key 'image'"):
-        load_lines(tmp_path, [json.dumps(e0), json.dumps({"label": 1})])
-    with pytest.raises(DataError, match=r"m\.jsonl entry 1 \(line 2\): image file .*gone\.png not found"):
-        load_lines(tmp_path, [json.dumps(e0), json.dumps({**e0, "image": "gone.png"})])
-    with pytest.raises(DataError, match=r"entry 0 \(line 1\): image .*x\.tif has unsupported extension '\.tif'"):
-        load_lines(tmp_path, [json.dumps({**e0, "image": "x.tif"})])
+    ds = load_lines(tmp_path, [json.dumps(e0), json.dumps({"label": 1}), json.dumps({**e0, "image": "gone.png"})])
+    assert len(ds.train) == 1  # the two bad rows are left out, and said so
+    assert any("skipped 1 of 3 rows (empty image): entry 1 (line 2)" in n for n in ds.notes)
+    assert any("skipped 1 of 3 rows (missing image file): entry 2 (line 3): image file" in n and "gone.png" in n
+               for n in ds.notes)
+    with pytest.raises(DataError, match=r"m\.jsonl entry 1 \(line 2\): image file .*gone\.png not found "
+                                        r"\(data\.strict is true"):
+        load_lines(tmp_path, [json.dumps(e0), json.dumps({**e0, "image": "gone.png"})], strict=True)
+    (tmp_path / "x.xyz").write_bytes(b"?")
+    with pytest.raises(DataError, match=r"entry 0 \(line 1\): image .*x\.xyz has unsupported extension '\.xyz'"):
+        load_lines(tmp_path, [json.dumps({**e0, "image": "x.xyz"})], strict=True)
     with pytest.raises(DataError, match=r"other\.jsonl: manifest file not found"):
         load_manifest(tmp_path / "other.jsonl")
+    with pytest.raises(DataError, match=r"no usable rows \(skipped 1 of 1 rows \(missing image file\)"):
+        load_lines(tmp_path, [json.dumps({**e0, "image": "gone.png"})])
 
 
 def test_unreadable_image(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "broken.npy").write_bytes(b"not numpy")
+    good = json.dumps(entry(tmp_path))
     for name in ("broken.png", "broken.npy"):
         with pytest.raises(DataError, match=rf"m\.jsonl entry 0 \(line 1\): cannot read image .*{name}"):
-            load_lines(tmp_path, [json.dumps(entry(tmp_path, image=name))])
+            load_lines(tmp_path, [json.dumps(entry(tmp_path, image=name))], strict=True)
+        ds = load_lines(tmp_path, [good, json.dumps(entry(tmp_path, image=name))])
+        assert len(ds.train) == 1 and any("(unreadable image): entry 1 (line 2): cannot read image" in n
+                                          and name in n for n in ds.notes)
 
 
-def test_shape_mismatch_states_both(tmp_path):
-    e1 = {"image": png(tmp_path, "big.png", np.zeros((8, 8), np.uint8)), "label": 1, "split": "train"}
-    with pytest.raises(DataError, match=r"entry 1 \(line 2\): image .*big\.png has shape \(1, 8, 8\) but the first "
-                                        r"image \(.*entry 0 .*\) has shape \(1, 6, 5\)"):
-        load_lines(tmp_path, [json.dumps(entry(tmp_path)), json.dumps(e1)])
+def test_images_of_different_sizes_are_fitted_to_the_default_and_said(tmp_path):
+    e1 = {"image": png(tmp_path, "big.png", np.full((8, 8), 200, np.uint8)), "label": 1, "split": "train"}
+    ds = load_lines(tmp_path, [json.dumps(entry(tmp_path)), json.dumps(e1)])
+    assert ds.image_shape == (1, 64, 64)
+    assert any("different sizes" in n and "fitted to 64×64 (pad)" in n for n in ds.notes)
+    # 8x8 fills the square; 6x5 (H x W) is padded left and right (aspect kept)
+    assert (ds.train.images[1] == 200).all() and (ds.train.images[0][:, :, :2] == 0).all()
+    ds = load_lines(tmp_path, [json.dumps(entry(tmp_path)), json.dumps(e1)], image_size=16)
+    assert ds.image_shape == (1, 16, 16)
 
 
 def test_label_type_length_and_range(tmp_path):
     e = entry(tmp_path)
-    with pytest.raises(DataError, match=r"entry 1 \(line 2\): label \[0, 1\] is a list but .*entry 0 .* has label 0"):
+    with pytest.raises(DataError, match=r"entry 1 \(line 2\): label \[0, 1\] is list but .*entry 0 .* has label 0 "
+                                        r"\(int\); expected every label to be of one type"):
         load_lines(tmp_path, [json.dumps(e), json.dumps({**e, "label": [0, 1]})])
     with pytest.raises(DataError, match=r"entry 1 \(line 2\): label \[0, 1\] has 2 findings but .*entry 0 .* has 3"):
         load_lines(tmp_path, [json.dumps({**e, "label": [0, 1, 1]}), json.dumps({**e, "label": [0, 1]})])
     with pytest.raises(DataError, match=r"entry 0 \(line 1\): label \[0, 2\]; expected 0 or 1"):
         load_lines(tmp_path, [json.dumps({**e, "label": [0, 2]})])
-    with pytest.raises(DataError, match=r"entry 0 \(line 1\): label 'yes'; expected a class index"):
-        load_lines(tmp_path, [json.dumps({**e, "label": "yes"})])
+    with pytest.raises(DataError, match=r"entry 0 \(line 1\): label 1.5; expected a class index"):
+        load_lines(tmp_path, [json.dumps({**e, "label": 1.5})])
     with pytest.raises(DataError, match=r"entry 0 \(line 1\): label -1 out of range; expected a class index 0\.\.1"):
         load_lines(tmp_path, [json.dumps({**e, "label": -1})])
     path = manifest(tmp_path, [e, {**e, "label": 3}])
@@ -215,19 +231,23 @@ def test_label_type_length_and_range(tmp_path):
         load_manifest(ManifestParams(path=str(path), label_names=["a", "b", "c"]))
     with pytest.raises(DataError, match=r"label 3 out of range; expected a class index 0\.\.1 for binary"):
         load_manifest(ManifestParams(path=str(path), task="binary"))
+    ds = load_lines(tmp_path, [json.dumps({**e, "label": "yes"}), json.dumps({**e, "label": "no"})])
+    assert ds.task.label_names == ("no", "yes") and ds.train.labels.tolist() == [1, 0]  # names become classes
 
 
 def test_split_site_and_text_errors(tmp_path):
     e = entry(tmp_path)
-    with pytest.raises(DataError, match=r"entry 1 \(line 2\): split 'training'; expected one of train, val, test"):
-        load_lines(tmp_path, [json.dumps(e), json.dumps({**e, "split": "training"})])
+    with pytest.raises(DataError, match=r"entry 1 \(line 2\): split 'holdout'; expected one of train, val, test"):
+        load_lines(tmp_path, [json.dumps(e), json.dumps({**e, "split": "holdout"})])
     no_split = {k: v for k, v in e.items() if k != "split"}
-    with pytest.raises(DataError, match=r"entry 1 \(line 2\): missing key 'split' while other entries have it"):
+    with pytest.raises(DataError, match=r"entry 1 \(line 2\): split None; expected one of train, val, test"):
         load_lines(tmp_path, [json.dumps(e), json.dumps(no_split)])
-    with pytest.raises(DataError, match=r"entry 1 \(line 2\): missing key 'text' while other entries have it"):
-        load_lines(tmp_path, [json.dumps({**e, "text": "a"}), json.dumps(e), json.dumps({**e, "text": "b"})])
+    ds = load_lines(tmp_path, [json.dumps({**e, "text": "a"}), json.dumps(e), json.dumps({**e, "text": "b"})])
+    assert ds.train.texts == ["a", "b"] and any("(empty text): entry 1 (line 2)" in n for n in ds.notes)
     with pytest.raises(DataError, match=r"entry 0 \(line 1\): site 3; expected a non-empty string"):
         load_lines(tmp_path, [json.dumps({**e, "site": 3})])
+    with pytest.raises(DataError, match=r"entry 0 \(line 1\): text 3; expected a string"):
+        load_lines(tmp_path, [json.dumps({**e, "text": 3})])
 
 
 def test_nan_pixels(tmp_path):
@@ -235,13 +255,15 @@ def test_nan_pixels(tmp_path):
     f[0, 2, 2] = np.nan
     npy(tmp_path, "nan.npy", f)
     with pytest.raises(DataError, match=r"m\.jsonl entry 0 \(line 1\) \(.*nan\.npy\): image 0 has NaN"):
-        load_lines(tmp_path, [json.dumps(entry(tmp_path, image="nan.npy"))])
+        load_lines(tmp_path, [json.dumps(entry(tmp_path, image="nan.npy"))], strict=True)
     npy(tmp_path, "big.npy", np.full((1, 6, 5), 2.0, np.float32))
     with pytest.raises(DataError, match=r"big\.npy\): float pixels must lie in \[0, 1\]"):
-        load_lines(tmp_path, [json.dumps(entry(tmp_path, image="big.npy"))])
+        load_lines(tmp_path, [json.dumps(entry(tmp_path, image="big.npy"))], strict=True)
     npy(tmp_path, "i16.npy", np.zeros((6, 5), np.int16))
     with pytest.raises(DataError, match=r"i16\.npy has dtype int16; expected uint8 or float32"):
-        load_lines(tmp_path, [json.dumps(entry(tmp_path, image="i16.npy"))])
+        load_lines(tmp_path, [json.dumps(entry(tmp_path, image="i16.npy"))], strict=True)
+    ds = load_lines(tmp_path, [json.dumps(entry(tmp_path)), json.dumps(entry(tmp_path, image="nan.npy"))])
+    assert len(ds.train) == 1 and any("nan.npy" in n and "NaN" in n for n in ds.notes)
 
 
 def test_describe_manifest(tmp_path):

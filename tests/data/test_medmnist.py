@@ -10,7 +10,8 @@ import pytest
 
 from medrobust.data.base import DataError
 from medrobust.data.inspect import describe
-from medrobust.data.medmnist import KNOWN_SUBSETS, MedMNISTParams, load_medmnist, recognise
+from medrobust.data.medmnist import (KNOWN_SUBSETS, OFFICIAL_MD5, RELEASES, MedMNISTParams, check_md5,
+                                     expected_md5s, file_md5, identify, load_medmnist, recognise)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SIZES = {"train": 6, "val": 3, "test": 4}
@@ -86,11 +87,13 @@ def test_known_stems_give_official_task_and_names(tmp_path):
     assert recognise("mydata.npz") == (None, None)
 
 
+TWO_D = {"pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
+         "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist"}
+THREE_D = {"organmnist3d", "nodulemnist3d", "adrenalmnist3d", "fracturemnist3d", "vesselmnist3d", "synapsemnist3d"}
+
+
 def test_subset_table_is_complete():
-    two_d = {"pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
-             "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist"}
-    three_d = {"organmnist3d", "nodulemnist3d", "adrenalmnist3d", "fracturemnist3d", "vesselmnist3d",
-               "synapsemnist3d"}
+    two_d, three_d = TWO_D, THREE_D
     assert set(KNOWN_SUBSETS) == two_d | three_d
     assert all(KNOWN_SUBSETS[k].spatial_dims == 2 for k in two_d)
     assert all(KNOWN_SUBSETS[k].spatial_dims == 3 and KNOWN_SUBSETS[k].channels == 1 for k in three_d)
@@ -99,6 +102,85 @@ def test_subset_table_is_complete():
     assert len(KNOWN_SUBSETS["organamnist"].label_names) == 11 and KNOWN_SUBSETS["retinamnist"].task == "ordinal"
     assert KNOWN_SUBSETS["breastmnist"].md5 == "750601b1f35ba3300ea97c75c52ff8f6"
     assert KNOWN_SUBSETS["adrenalmnist3d"].md5 == "bbd3c5a5576322bc4cdfea780653b1ce"
+    assert KNOWN_SUBSETS["vesselmnist3d"].md5 == "b41fd4f7e7e2feedddb201585ecafa1b"  # the v3 28-px file
+    assert KNOWN_SUBSETS["breastmnist"].name == "BreastMNIST" and KNOWN_SUBSETS["octmnist"].name == "OCTMNIST"
+
+
+# ---------------------------------------------------------------- official MD5s
+def test_official_md5_table_covers_every_release_and_size():
+    assert set(RELEASES) == {"v2.0", "v2", "v3"}
+    v3_sizes = {**{s: (28, 64, 128, 224) for s in TWO_D}, **{s: (28, 64) for s in THREE_D}}
+    expected_keys = {(s, z) for s, sizes in v3_sizes.items() for z in sizes}
+    assert set(OFFICIAL_MD5) == expected_keys and len(OFFICIAL_MD5) == 18 + 12 * 3 + 6
+    for subset in TWO_D | THREE_D:
+        assert set(OFFICIAL_MD5[(subset, 28)]) >= {"v2", "v3"}
+        for size in v3_sizes[subset][1:]:
+            assert set(OFFICIAL_MD5[(subset, size)]) == {"v3"}  # MedMNIST+ sizes came with v3
+    assert [k for k, v in OFFICIAL_MD5.items() if "v2.0" in v] == [("nodulemnist3d", 28)]
+    for by_release in OFFICIAL_MD5.values():
+        assert list(by_release) == [r for r in RELEASES if r in by_release]  # oldest release first
+        for md5 in by_release.values():
+            assert len(md5) == 32 and set(md5) <= set("0123456789abcdef")
+    # v3 re-released these 28-px files; every other 28-px file is byte-identical in v2 and v3
+    changed = {s for s in TWO_D | THREE_D if OFFICIAL_MD5[(s, 28)]["v2"] != OFFICIAL_MD5[(s, 28)]["v3"]}
+    assert changed == {"organamnist", "organcmnist", "organsmnist", "organmnist3d", "vesselmnist3d"}
+    # no MD5 belongs to two different files
+    owners = {}
+    for key, by_release in OFFICIAL_MD5.items():
+        for md5 in by_release.values():
+            assert owners.setdefault(md5, key) == key
+
+
+def test_identify_and_expected_md5s():
+    assert identify("750601b1f35ba3300ea97c75c52ff8f6") == ("breastmnist", 28, ("v2", "v3"))
+    assert identify("742edef2a1fd1524b2efff4bd7ba9364") == ("breastmnist", 64, ("v3",))
+    assert identify("BBD3C5A5576322BC4CDFEA780653B1CE ") == ("adrenalmnist3d", 28, ("v2", "v3"))
+    assert identify("2ba5b80617d705141f3f85627108fce8") == ("vesselmnist3d", 28, ("v2",))
+    assert identify("b41fd4f7e7e2feedddb201585ecafa1b") == ("vesselmnist3d", 28, ("v3",))
+    assert identify("902d495e3d91ad1a7bcac1a6b58a8fa2") == ("nodulemnist3d", 28, ("v2.0",))
+    assert identify("0" * 32) is None
+    assert expected_md5s("breastmnist", 64) == {"v3": "742edef2a1fd1524b2efff4bd7ba9364"}
+    assert expected_md5s("BreastMNIST") == {"v2": "750601b1f35ba3300ea97c75c52ff8f6",
+                                            "v3": "750601b1f35ba3300ea97c75c52ff8f6"}
+    assert expected_md5s("vesselmnist3d", 128) == {} and expected_md5s("mydata", 28) == {}
+    expected_md5s("breastmnist")["v2"] = "changed"  # a copy: the table itself is untouched
+    assert OFFICIAL_MD5[("breastmnist", 28)]["v2"] == "750601b1f35ba3300ea97c75c52ff8f6"
+
+
+def test_check_md5_lines():
+    line = check_md5("d/vesselmnist3d.npz", md5="b41fd4f7e7e2feedddb201585ecafa1b")
+    assert line == ("md5 b41fd4f7e7e2feedddb201585ecafa1b matches the official VesselMNIST3D 28 px file of "
+                    "MedMNIST v3 (v2 had 2ba5b80617d705141f3f85627108fce8)")
+    line = check_md5("d/vesselmnist3d.npz", md5="2ba5b80617d705141f3f85627108fce8")
+    assert "matches the official VesselMNIST3D 28 px file of MedMNIST v2 (v3 has b41fd4f7" in line
+    line = check_md5("d/nodulemnist3d.npz", md5="8755a7e9e05a4d9ce80a24c3e7a256f3")
+    assert "file of MedMNIST v2 and v3 (v2.0 had 902d495e3d91ad1a7bcac1a6b58a8fa2)" in line
+    # the name says 28 px, the bytes are the official 64-px file: say which one it is
+    line = check_md5("d/breastmnist.npz", md5="742edef2a1fd1524b2efff4bd7ba9364")
+    assert line == ("md5 742edef2a1fd1524b2efff4bd7ba9364 matches the official BreastMNIST 64 px file "
+                    "(MedMNIST v3), although the file name suggests breastmnist 28 px")
+    line = check_md5("d/pathmnist_224.npz", md5="750601b1f35ba3300ea97c75c52ff8f6")
+    assert "BreastMNIST 28 px file (MedMNIST v2 and v3), although the file name suggests pathmnist 224 px" in line
+    assert check_md5("d/mine.npz", md5="742edef2a1fd1524b2efff4bd7ba9364").endswith("BreastMNIST 64 px file "
+                                                                                     "(MedMNIST v3)")
+    assert "matches no official MedMNIST file" in check_md5("d/mine.npz", md5="0" * 32)
+    line = check_md5("d/vesselmnist3d_128.npz", md5="0" * 32)
+    assert "matches no official MedMNIST file; MedMNIST publishes no vesselmnist3d 128 px file" in line
+    line = check_md5("d/nodulemnist3d.npz", md5="0" * 32)
+    assert ("differs from every official nodulemnist3d 28 px file (expected v2.0: 902d495e3d91ad1a7bcac1a6b58a8fa2; "
+            "v2 and v3: 8755a7e9e05a4d9ce80a24c3e7a256f3)") in line
+    with pytest.raises(DataError, match=r"nope\.npz: file not found"):
+        check_md5("d/nope.npz")
+
+
+def test_check_md5_on_a_modified_file_warns(tmp_path):
+    path = save(tmp_path, "breastmnist_64.npz", **make_arrays())
+    md5 = file_md5(path)
+    line = check_md5(path)  # a warning in the line, not an exception
+    assert line == (f"md5 {md5} differs from every official breastmnist 64 px file "
+                    "(expected v3: 742edef2a1fd1524b2efff4bd7ba9364); the file may be modified or truncated")
+    line = check_md5(save(tmp_path, "AdrenalMNIST3D.npz", **make_arrays()))
+    assert "differs from every official adrenalmnist3d 28 px file (expected v2 and v3: bbd3c5a557" in line
 
 
 def test_params_override_and_registry(tmp_path):
@@ -229,6 +311,18 @@ def test_real_breastmnist():
     text = describe(_shared("breastmnist.npz"))
     assert "750601b1f35ba3300ea97c75c52ff8f6 (matches the official file)" in text
     assert "train: 546 images, labels 0 (malignant): 147, 1 (normal, benign): 399" in text
+
+
+@pytest.mark.parametrize("name, line", [
+    ("breastmnist.npz", "md5 750601b1f35ba3300ea97c75c52ff8f6 matches the official BreastMNIST 28 px file "
+                        "(MedMNIST v2 and v3)"),
+    ("breastmnist_64.npz", "md5 742edef2a1fd1524b2efff4bd7ba9364 matches the official BreastMNIST 64 px file "
+                           "(MedMNIST v3)"),
+    ("adrenalmnist3d.npz", "md5 bbd3c5a5576322bc4cdfea780653b1ce matches the official AdrenalMNIST3D 28 px file "
+                           "(MedMNIST v2 and v3)"),
+])
+def test_real_files_match_their_official_md5(name, line):
+    assert check_md5(_shared(name)) == line
 
 
 def test_real_adrenalmnist3d():

@@ -34,6 +34,8 @@ class Split:
         indications: one indication / clinical history per image (the request, written before the image is
             read), or ``None``: the only text a downstream classifier sees at decision time.
         extras: optional per-sample arrays (leading dimension ``N``), e.g. finding attributes.
+        groups: ``int64 [N]`` group (patient) ids, or ``None`` when every image is its own group. Images of one
+            group are never split apart: not across train/val/test, not across labeled/unlabeled.
     """
 
     images: np.ndarray
@@ -42,6 +44,7 @@ class Split:
     texts: list[str] | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     indications: list[str] | None = None
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -54,6 +57,8 @@ class Split:
             checks["texts"] = len(self.texts)
         if self.indications is not None:
             checks["indications"] = len(self.indications)
+        if self.groups is not None:
+            checks["groups"] = len(self.groups)
         checks.update({f"extras[{k!r}]": len(v) for k, v in self.extras.items()})
         for name, length in checks.items():
             if length != n:
@@ -76,6 +81,7 @@ class Split:
             texts=None if self.texts is None else [self.texts[i] for i in index],
             extras={k: v[index] for k, v in self.extras.items()},
             indications=None if self.indications is None else [self.indications[i] for i in index],
+            groups=None if self.groups is None else self.groups[index],
         )
 
     @staticmethod
@@ -89,7 +95,7 @@ class Split:
         return Split(images=np.concatenate([s.images for s in splits]), labels=np.concatenate([s.labels for s in splits]),
                      sites=np.concatenate([s.sites for s in splits]), texts=text("texts"),
                      extras={k: np.concatenate([s.extras[k] for s in splits]) for k in sorted(keys)},
-                     indications=text("indications"))
+                     indications=text("indications"), groups=_concat_groups(splits))
 
     @property
     def labeled(self) -> np.ndarray:
@@ -97,6 +103,22 @@ class Split:
         if self.labels.ndim == 1:
             return self.labels != UNLABELED
         return (self.labels != UNLABELED).all(axis=1)
+
+
+def _concat_groups(splits: Sequence[Split]) -> np.ndarray | None:
+    """Group ids of the concatenation: kept when any split has them; a split without them gets fresh ids
+    (one per image) above every other id."""
+    if all(s.groups is None for s in splits):
+        return None
+    top = max((int(s.groups.max()) + 1 for s in splits if s.groups is not None and len(s.groups)), default=0)
+    parts = []
+    for s in splits:
+        if s.groups is None:
+            parts.append(np.arange(top, top + len(s), dtype=np.int64))
+            top += len(s)
+        else:
+            parts.append(np.asarray(s.groups, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,8 @@ class Dataset:
     test: Split
     site_names: tuple[str, ...] = ("all",)
     source: str = ""  # file or generator it came from, for messages and the report
+    notes: tuple[str, ...] = ()  # what reading did that a user should know (rows skipped, images resized)
+    modality: str | None = None  # e.g. "X-ray", "CT", "MRI", "ultrasound": picks modality-specific corruptions
 
     def __post_init__(self) -> None:
         shapes = {s: getattr(self, s).images.shape[1:] for s in ("train", "val", "test") if len(getattr(self, s))}

@@ -78,8 +78,12 @@ def _multilabel(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return idx[(position < fraction) | cover]
 
 
-def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def label_subset(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Indices of a stratified, seeded subset holding ``fraction`` of the labeled samples.
+
+    With ``groups`` (patient ids), whole groups are drawn: each group is represented by its first labeled
+    sample, the rule below picks ``fraction`` of the representatives, and every labeled sample of a picked group
+    is taken, so no patient is split between labeled and unlabeled (subsets stay nested).
 
     Single-label ``[N]``: ``round(fraction * n_c)`` samples of each class ``c`` present (at least 1), the
     prefix of a seeded per-class permutation. Multilabel ``[N, L]``: ``fraction`` of every label combination
@@ -103,11 +107,16 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         raise ValueError(f"labels must be integer [N] or [N, L], got {labels.dtype} of shape {labels.shape}")
     if labels.size and labels.min() < UNLABELED:
         raise ValueError(f"labels hold {int(labels.min())}; expected class indices >= 0 or -1 for unlabeled")
-    if labels.ndim == 1:
-        chosen = _single(labels, fraction, seed)
-    else:
-        chosen = _multilabel(labels, fraction, seed)
-    return np.sort(chosen).astype(np.int64)
+    pick = _single if labels.ndim == 1 else _multilabel
+    if groups is None:
+        return np.sort(pick(labels, fraction, seed)).astype(np.int64)
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape[:1]:
+        raise ValueError(f"groups has shape {groups.shape}; expected one id per sample ({len(labels)})")
+    labeled = np.flatnonzero(labels != UNLABELED if labels.ndim == 1 else (labels != UNLABELED).all(axis=1))
+    ids, first = np.unique(groups[labeled], return_index=True)
+    chosen_ids = ids[pick(labels[labeled[first]], fraction, seed)]
+    return labeled[np.isin(groups[labeled], chosen_ids)].astype(np.int64)
 
 
 def mask_labels(split: Split, fraction: float, seed: int) -> Split:
@@ -115,7 +124,7 @@ def mask_labels(split: Split, fraction: float, seed: int) -> Split:
 
     The images stay, so self-supervised pre-training still sees all of them.
     """
-    keep = label_subset(split.labels, fraction, seed)
+    keep = label_subset(split.labels, fraction, seed, split.groups)
     labels = np.full_like(split.labels, UNLABELED)
     labels[keep] = split.labels[keep]
     return replace(split, labels=labels)

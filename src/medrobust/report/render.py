@@ -38,8 +38,10 @@ code{background:#f2f2f2;padding:0 3px}"""
 # Content
 # ----------------------------------------------------------------------------------------------------
 
-def _join(xs) -> str:
-    return ", ".join(str(x) for x in xs)
+def _join(xs, most: int = 12) -> str:
+    """``a, b, c``; past ``most`` items: the count, the first ones and "..." (e.g. 54 hospitals)."""
+    xs = [str(x) for x in xs]
+    return ", ".join(xs) if len(xs) <= most else f"{len(xs)}: {', '.join(xs[:most])}, ..."
 
 
 def _components(items) -> str:
@@ -86,6 +88,7 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
             out.append(f"- **{label}:** {value}")
     add("Study", s.study)
     add("Data", s.data)
+    add("Reading the data", "; ".join(s.data_notes))
     if s.task_kind:
         add("Task", f"{s.task_kind}: {' / '.join(s.label_names)}")
     add("Training sites", _join(s.train_sites))

@@ -73,8 +73,12 @@ class PreparedData:
 
     def describe(self) -> str:
         ds = self.dataset
-        sites = ", ".join(ds.site_names)
-        return (f"{ds.name} ({ds.source}); images {'×'.join(map(str, ds.image_shape))}; sites {sites}; "
+        names = ds.site_names
+        sites = ", ".join(names) if len(names) <= 8 else f"{len(names)} ({', '.join(names[:4])}, ...)"
+        groups = [s.groups for s in (self.train, self.test, self.holdout) if s is not None and s.groups is not None]
+        patients = f"; {len(np.unique(np.concatenate(groups)))} patients (grouped: none in two sets)" if groups else ""
+        return (f"{ds.name} ({ds.source}){f', {ds.modality}' if ds.modality else ''}; "
+                f"images {'×'.join(map(str, ds.image_shape))}; sites {sites}{patients}; "
                 f"{len(self.train)} training images, {len(self.test)} in-site test"
                 + (f", {len(self.holdout)} held-out-site" if self.holdout is not None else "")
                 + ("; image-report pairs" if self.has_text else "; images only (no report text)")

@@ -54,7 +54,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.arm} | {self.fraction:g} labels | seed {self.seed}"
+        return f"{self.arm} | {self.fraction * 100:g}% labels | seed {self.seed}"
 
 
 def check_inputs(method: Arm) -> None:
