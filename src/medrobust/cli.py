@@ -37,21 +37,28 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--n-per-site", type=int, default=900)
     w.add_argument("--image-size", type=int, default=28)
     w.add_argument("--task", choices=("abnormal", "findings"), default="abnormal")
-    q = dsub.add_parser("vqa", help="write closed-set VQA questions about the synthetic images as VQA-RAD json",
-                        description="Generate yes/no and side/zone/size/severity questions from the findings of the "
-                        "synthetic data set (the rows the study uses for --split) and write them in the VQA-RAD json "
-                        "layout; images are named synthetic_<site>_<row>.png.")
-    q.add_argument("--out", required=True, help="the json file to write")
+    q = dsub.add_parser("vqa", help="write closed-set VQA questions about the synthetic images as VQA-RAD json, "
+                        "or a whole VQA-RAD layout folder",
+                        description="--out: generate yes/no and side/zone/size/severity questions from the findings of "
+                        "the synthetic data set (the rows the study uses for --split) and write them in the VQA-RAD "
+                        "json layout; images are named synthetic_<site>_<row>.png. --folder: write a VQA-RAD layout "
+                        "folder (images/<name>.png, trainset.json about the train+val images, testset.json about the "
+                        "test images, in the real files' style) that the 'vqa' data source reads with "
+                        "data.path=OUT_DIR/trainset.json data.test_path=OUT_DIR/testset.json.")
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="the json file to write")
+    where.add_argument("--folder", metavar="OUT_DIR", help="the VQA-RAD layout folder to write")
     q.add_argument("--seed", type=int, default=0, help="data seed, also seeds the question draw")
-    q.add_argument("--n-per-site", type=int, default=900)
+    q.add_argument("--n-per-site", type=int, default=None, help="synthetic images per site (default: 900 with "
+                   "--out, 60 with --folder)")
     q.add_argument("--image-size", type=int, default=28)
-    q.add_argument("--split", choices=("train", "test", "holdout"), default="train")
-    q.add_argument("--holdout-sites", nargs="*", default=["D"], metavar="SITE",
-                   help="sites kept out of train/test, as data.holdout_sites of the study (default: D)")
-    q.add_argument("--per-image", type=int, default=None, help="at most this many questions per image")
-    q.add_argument("--no-balance", dest="balance", action="store_false",
-                   help="ask every presence question (yes/no then follows the ~20%% prevalence)")
-    i = dsub.add_parser("inspect", help="describe a MedMNIST .npz or a JSONL manifest")
+    q.add_argument("--split", choices=("train", "test", "holdout"), default=None, help="--out only (default: train)")
+    q.add_argument("--holdout-sites", nargs="*", default=None, metavar="SITE",
+                   help="--out only: sites kept out of train/test, as data.holdout_sites of the study (default: D)")
+    q.add_argument("--per-image", type=int, default=None, help="--out only: at most this many questions per image")
+    q.add_argument("--no-balance", dest="balance", action="store_false", default=None,
+                   help="--out only: ask every presence question (yes/no then follows the ~20%% prevalence)")
+    i = dsub.add_parser("inspect", help="describe a data file: MedMNIST .npz, .jsonl / .csv manifest, VQA .json, DICOM .dcm, NIfTI .nii(.gz) or a folder")
     i.add_argument("path")
 
     ls = sub.add_parser("list", help="every registered component, one per line as '<family> <name>'")
@@ -113,23 +120,54 @@ def cmd_data(args) -> int:
 
 def cmd_data_vqa(args) -> int:
     from medrobust.data.base import DataError
+
+    if args.folder is not None:
+        return _data_vqa_folder(args)
     from medrobust.data.synthetic import SyntheticParams, load_synthetic
     from medrobust.data.vqa import generate_vqa, image_names_for, study_split, write_vqa_json
 
+    split_name = args.split or "train"
+    holdout = ["D"] if args.holdout_sites is None else args.holdout_sites
     try:
-        params = SyntheticParams(seed=args.seed, n_per_site=args.n_per_site, image_size=args.image_size)
+        params = SyntheticParams(seed=args.seed, n_per_site=900 if args.n_per_site is None else args.n_per_site,
+                                 image_size=args.image_size)
     except ValueError as exc:  # pydantic's ValidationError names the option and the bound
         raise DataError(f"synthetic data: {exc}") from None
     ds = load_synthetic(params)
-    split = study_split(ds, args.split, args.holdout_sites)
+    split = study_split(ds, split_name, holdout)
     entries = generate_vqa(split, image_names_for(split, ds.site_names), seed=args.seed, per_image=args.per_image,
-                           balance=args.balance)
+                           balance=args.balance is not False)
     path = write_vqa_json(args.out, entries)
     closed = [e for e in entries if e["answer_type"] == "CLOSED"]
     yes = sum(e["answer"] == "yes" for e in closed)
     asked = len({e["image_name"] for e in entries})  # balancing can leave an image without questions
-    print(f"wrote {path}: {len(entries)} questions on {asked} of the {len(split)} {args.split} images "
+    print(f"wrote {path}: {len(entries)} questions on {asked} of the {len(split)} {split_name} images "
           f"({len(closed)} CLOSED, {len(entries) - len(closed)} OPEN; {yes} of {len(closed)} yes/no answers are yes)")
+    return 0
+
+
+def _data_vqa_folder(args) -> int:
+    from pathlib import Path
+
+    from medrobust.data.base import DataError
+
+    given = [opt for opt, value in (("--split", args.split), ("--holdout-sites", args.holdout_sites),
+                                    ("--per-image", args.per_image), ("--no-balance", args.balance))
+             if value is not None]
+    if given:
+        raise DataError(f"{', '.join(given)} only apply to --out (a question json); --folder writes every question "
+                        "of the train+val images to trainset.json and of the test images to testset.json")
+    from medrobust.data.vqa import read_vqa_json
+    from medrobust.data.vqa_source import write_vqa_folder
+
+    folder = write_vqa_folder(args.folder, n_per_site=60 if args.n_per_site is None else args.n_per_site,
+                              seed=args.seed, image_size=args.image_size)
+    counts = {name: read_vqa_json(Path(folder) / name) for name in ("trainset.json", "testset.json")}
+    n_images = len(list((Path(folder) / "images").glob("*.png")))
+    print(f"wrote {folder}: VQA-RAD layout, {n_images} images in images/, trainset.json "
+          f"{len(counts['trainset.json'])} questions, testset.json {len(counts['testset.json'])} questions; "
+          f"use it with data.source=vqa data.path={Path(folder) / 'trainset.json'} "
+          f"data.test_path={Path(folder) / 'testset.json'} data.holdout_sites=[]")
     return 0
 
 

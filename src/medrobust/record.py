@@ -73,6 +73,8 @@ class ClassifierMetrics(_Model):
     # PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT; the examples are the same for every run of a study, so the
     # lists pair across arms and seeds (the report's hierarchical bootstrap). Empty in records written before.
     per_example: dict[str, list[int | float]] = {}
+    # test subgroups (VQA: CLOSED / OPEN questions) -> clean, worst (reference ε), corruptions, n, n_adversarial
+    subgroups: dict[str, dict[str, float]] = {}
 
 
 class Direction(_Model):

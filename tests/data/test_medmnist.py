@@ -289,9 +289,10 @@ def test_describe_npz(tmp_path):
     text = describe(save(tmp_path, "dermamnist_64.npz", **make_arrays(image_shape=(4, 4, 3), classes=7)))
     assert "train_images: shape (6, 4, 4, 3), dtype uint8" in text
     assert "subset: dermamnist (64 px), 2D, 3 channel(s), task multiclass" in text
-    assert "train: 6 images" in text and "md5" not in text  # no official MD5 for the 64-px file here
-    with pytest.raises(DataError, match=r"cannot describe '\.csv' files; supported: \.npz"):
-        describe(tmp_path / "x.csv")
+    assert "train: 6 images" in text
+    assert "differs from every official dermamnist 64 px file (expected v3: " in text  # a warning, not an error
+    with pytest.raises(DataError, match=r"cannot describe '\.png' files; supported: \.npz"):
+        describe(tmp_path / "x.png")
 
 
 # ---------------------------------------------------------------- the real shared files
@@ -309,7 +310,7 @@ def test_real_breastmnist():
     assert ds.task.kind == "binary" and ds.task.label_names == ("malignant", "normal, benign")
     assert np.bincount(ds.train.labels).tolist() == [147, 399]
     text = describe(_shared("breastmnist.npz"))
-    assert "750601b1f35ba3300ea97c75c52ff8f6 (matches the official file)" in text
+    assert "md5 750601b1f35ba3300ea97c75c52ff8f6 matches the official BreastMNIST 28 px file (MedMNIST v2 and v3)" in text
     assert "train: 546 images, labels 0 (malignant): 147, 1 (normal, benign): 399" in text
 
 

@@ -17,6 +17,8 @@ from medrobust.data.vqa import (
     image_indices,
     image_names_for,
     normalize_answer,
+    answer_text,
+    read_vqa_file,
     read_vqa_json,
     study_split,
     vqa_accuracy,
@@ -167,18 +169,25 @@ def _set(key, value):
 @pytest.mark.parametrize("change,problem", [
     (lambda e: ["not", "an", "object"], "got list .*expected a JSON object"),
     (lambda e: "text", "got str 'text'; expected a JSON object"),
-    (_drop("image_name"), "missing key 'image_name'"),
+    (_drop("image_name"), "missing key 'image_name' \\(or SLAKE's 'img_name'\\)"),
     (_drop("question"), "missing key 'question'"),
     (_drop("answer"), "missing key 'answer'"),
-    (_drop("answer_type"), "missing key 'answer_type'"),
-    (_set("answer", 3), "answer is int 3; expected a string"),
+    (_set("answer", [3]), "answer is list \\[3\\]; expected a string \\(or a number\\)"),
+    (_set("answer", None), "answer is NoneType None; expected a string"),
+    (_set("answer", float("nan")), "answer is nan; expected a string or a finite number"),
     (_set("question", None), "question is NoneType None; expected a string"),
+    (_set("question", 7), "question is int 7; expected a string"),
     (_set("image_name", ""), "image_name is empty"),
+    (lambda e: {**_drop("image_name")(e), "img_name": 5}, "img_name is int 5; expected a string"),
+    (_set("img_name", "other.png"), "image_name 'img3.png' and img_name 'other.png' differ"),
     (_set("answer", "   "), "answer is empty"),
-    (_set("question_type", ""), "question_type is empty"),
+    (_set("question_type", 4), "question_type is int 4; expected a string"),
     (_set("answer_type", "MAYBE"), "answer_type 'MAYBE'; expected 'CLOSED' or 'OPEN'"),
-    (_set("qid", "3"), "qid is str '3'; expected an integer"),
+    (_set("answer_type", 1), "answer_type 1; expected 'CLOSED' or 'OPEN'"),
+    (_set("qid", "3a"), "qid is str '3a'; expected an integer \\(or a string of digits\\)"),
+    (_set("qid", 3.0), "qid is float 3.0; expected an integer"),
     (_set("qid", True), "qid is bool True; expected an integer"),
+    (_set("qid", "0"), "qid 0 repeats entry 0"),  # a numeric string is the same qid as the int
     (_set("qid", 0), "qid 0 repeats entry 0"),
 ])
 def test_reader_names_the_bad_entry(tmp_path, change, problem):
@@ -191,11 +200,12 @@ def test_reader_names_the_bad_entry(tmp_path, change, problem):
 def test_reader_rejects_bad_files_naming_them(tmp_path):
     with pytest.raises(DataError, match="missing.json: VQA file not found"):
         read_vqa_json(tmp_path / "missing.json")
-    cases = {"broken.json": '[{"image_name": "a.png",', "dict.json": '{"questions": []}', "empty.json": "[]"}
+    cases = {"broken.json": '[{"image_name": "a.png",', "dict.json": '{"questions": []}', "empty.json": "[]",
+             "latin1.json": "caf\xe9"}
     problems = {"broken.json": "bad JSON .* line 1", "dict.json": "top level is a JSON dict",
-                "empty.json": "the list is empty"}
+                "empty.json": "the list is empty", "latin1.json": "not UTF-8 text"}
     for name, text in cases.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_bytes(text.encode("latin-1"))
         with pytest.raises(DataError, match=f"{name}: {problems[name]}"):
             read_vqa_json(tmp_path / name)
 
@@ -209,6 +219,76 @@ def test_answer_type_is_read_case_insensitively_and_other_keys_kept(tmp_path):
     got = read_vqa_json(tmp_path / "q.json")
     assert [e["answer_type"] for e in got] == ["CLOSED", "OPEN"]
     assert got[1]["image_organ"] == "CHEST" and "qid" not in got[1]
+
+
+def test_numeric_and_boolean_answers_become_strings(tmp_path):
+    """Real VQA-RAD trainset.json holds counting answers as JSON numbers (entry 2049: 4)."""
+    entries = _entries(6)
+    for e, a in zip(entries, [4, 4.0, 2.5, True, False, 0]):
+        e["answer"], e["answer_type"] = a, "OPEN"
+    (tmp_path / "q.json").write_text(json.dumps(entries))
+    got = read_vqa_json(tmp_path / "q.json")
+    assert [e["answer"] for e in got] == ["4", "4", "2.5", "yes", "no", "0"]
+    assert answer_text(-3) == "-3" and answer_text(1e3) == "1000" and answer_text(" Yes ") == " Yes "
+    v = AnswerVocab.from_entries(got)
+    assert v.answers == ("0", "2.5", "4", "no", "yes")
+
+
+def test_closed_typo_missing_answer_type_question_type_and_string_qid(tmp_path):
+    entries = [
+        {"qid": 1, "image_name": "synpic54610.jpg", "image_organ": "HEAD", "answer": "Yes", "answer_type": "CLOSED ",
+         "question_type": "PRES", "question": "Are regions of the brain infarcted?", "phrase_type": "freeform"},
+        {"qid": "2", "image_name": "a.jpg", "answer": "No", "question": "Is it normal?"},  # no answer_type
+        {"qid": " 3 ", "image_name": "a.jpg", "answer": "left lobe", "question": "Where?",
+         "question_type": "POS, PRES"},
+        {"qid": 4, "image_name": "a.jpg", "answer": 3, "question": "How many?", "question_type": ""},
+        {"qid": 5, "image_name": "a.jpg", "answer": " YES ", "question": "Is it?", "question_type": None},
+    ]
+    (tmp_path / "q.json").write_text(json.dumps(entries))
+    got = read_vqa_json(tmp_path / "q.json")
+    assert [e["answer_type"] for e in got] == ["CLOSED", "CLOSED", "OPEN", "OPEN", "CLOSED"]  # inferred for 2..5
+    assert [e["qid"] for e in got] == [1, 2, 3, 4, 5]
+    assert got[2]["question_type"] == "POS, PRES" and got[3]["question_type"] == "" and "question_type" not in got[4]
+    assert got[0]["image_organ"] == "HEAD" and got[0]["phrase_type"] == "freeform"
+    acc = vqa_accuracy(["yes", "no", "left lobe", "2", "no"], got)
+    assert acc["answer_type"]["CLOSED"] == {"accuracy": 2 / 3, "correct": 2, "n": 3}
+    assert acc["question_type"] == {"PRES": {"accuracy": 1.0, "correct": 1, "n": 1},
+                                    "POS, PRES": {"accuracy": 1.0, "correct": 1, "n": 1}}
+
+
+def _slake(tmp_path):
+    rows = []
+    for i, (lang, q, a) in enumerate([("en", "What modality is used?", "MRI"), ("zh", "这是什么模态？", "MRI"),
+                                      ("en", "Is this a healthy brain?", "No"), ("zh", "脑部健康吗？", "不是"),
+                                      ("zh", "有几个肾？", 2)]):
+        rows.append({"img_id": 1 + i // 2, "img_name": f"xmlab{1 + i // 2}/source.jpg", "question": q, "answer": a,
+                     "q_lang": lang, "location": "Brain", "modality": "MRI",
+                     "answer_type": "OPEN" if i != 2 else "CLOSED",
+                     "base_type": "vqa", "content_type": "Modality", "triple": ["vhead", "_", "_"], "qid": 100 + i})
+    rows.append({"img_name": "xmlab9/source.jpg", "question": "Any lesion?", "answer": "yes"})  # no q_lang: kept
+    p = tmp_path / "train.json"
+    p.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return p
+
+
+def test_slake_layout_img_name_and_language_filter_with_counts(tmp_path):
+    p = _slake(tmp_path)
+    en = read_vqa_file(p, language="en")
+    assert [e["image_name"] for e in en.entries] == ["xmlab1/source.jpg", "xmlab2/source.jpg", "xmlab9/source.jpg"]
+    assert en.entries[0]["img_name"] == "xmlab1/source.jpg" and en.entries[0]["triple"] == ["vhead", "_", "_"]
+    assert en.indices == [0, 2, 5] and en.n_read == 6 and en.dropped_language == 3
+    assert en.languages == {"-": 1, "en": 2, "zh": 3}
+    assert en.entries[2]["answer_type"] == "CLOSED"  # inferred from "yes"
+    zh = read_vqa_file(p, language="zh")
+    assert [e["answer"] for e in zh.entries] == ["MRI", "不是", "2", "yes"] and zh.dropped_language == 2
+    every = read_vqa_file(p)
+    assert len(every.entries) == 6 and every.dropped_language == 0 and read_vqa_json(p) == every.entries
+    assert read_vqa_json(p, language="en") == en.entries
+    fr = read_vqa_file(p, language="fr")
+    assert [e["image_name"] for e in fr.entries] == ["xmlab9/source.jpg"] and fr.dropped_language == 5
+    p.write_text(json.dumps([e for e in json.loads(p.read_text(encoding="utf-8")) if "q_lang" in e]), encoding="utf-8")
+    with pytest.raises(DataError, match="train.json: no question in language 'fr' \\(q_lang: en: 2, zh: 3\\)"):
+        read_vqa_file(p, language="fr")
 
 
 def test_answer_vocab_and_candidates():

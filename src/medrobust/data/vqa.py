@@ -1,21 +1,42 @@
-"""Closed-set medical VQA: questions generated from the synthetic findings, the VQA-RAD json layout,
-the answer vocabulary and accuracy.
+"""Closed-set medical VQA: questions generated from the synthetic findings, the VQA-RAD / SLAKE json
+layouts, the answer vocabulary and accuracy.
 
-File format (the VQA-RAD layout, Lau et al. 2018, "A dataset of clinically generated visual questions and
-answers about radiology images", Sci. Data 5:180251; SLAKE uses the same keys): a JSON list of objects,
+File formats (read by :func:`read_vqa_json` / :func:`read_vqa_file`): a JSON list of objects, one per question.
 
-    {"qid": 0, "image_name": "synthetic_A_00012.png", "question": "Is there a pleural effusion?",
-     "answer": "yes", "answer_type": "CLOSED", "question_type": "presence"}
+VQA-RAD (Lau et al. 2018, "A dataset of clinically generated visual questions and answers about radiology
+images", Sci. Data 5:180251; ``trainset.json`` / ``testset.json`` next to ``images/``)::
 
-``image_name``, ``question``, ``answer`` (non-empty strings) and ``answer_type`` are required;
-``answer_type`` is ``"CLOSED"`` (yes/no) or ``"OPEN"`` (anything else, as VQA-RAD marks it), read
-case-insensitively and returned upper-case (public copies of VQA-RAD and SLAKE spell it both ways).
-``qid`` (int, unique) and ``question_type`` (non-empty string) are optional; other keys are kept as read.
+    {"qid": 1, "image_name": "synpic54610.jpg", "image_organ": "HEAD", "answer": "Yes", "answer_type": "CLOSED",
+     "question_type": "PRES", "question": "Are regions of the brain infarcted?", "phrase_type": "freeform"}
+
+SLAKE (Liu et al. 2021, ISBI; ``train.json`` / ``validate.json`` / ``test.json`` next to
+``imgs/<folder>/source.jpg``) differs: the image key is ``img_name`` (a path relative to ``imgs/``) and
+``q_lang`` marks the language of the question (``"en"`` English, ``"zh"`` Chinese)::
+
+    {"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "Which part of the body does this image belong to?",
+     "answer": "Abdomen", "q_lang": "en", "location": "Abdomen", "modality": "MRI", "answer_type": "OPEN",
+     "base_type": "vqa", "content_type": "Position", "triple": ["vhead", "_", "_"], "qid": 0}
+
+Keys:
+    image_name / img_name: the image file (a non-empty string); returned entries always carry ``image_name``
+        (when only ``img_name`` is given it is copied there; both present must agree).
+    question: a non-empty string.
+    answer: a non-empty string, or a number or boolean, which becomes a string (real VQA-RAD files hold counting
+        answers such as ``4``): an int ``4`` -> ``"4"``, an integral float ``4.0`` -> ``"4"``, ``2.5`` -> ``"2.5"``,
+        ``true`` / ``false`` -> ``"yes"`` / ``"no"``; NaN and infinity are errors.
+    answer_type: ``"CLOSED"`` (yes/no) or ``"OPEN"`` (anything else, as VQA-RAD marks it), read case-insensitively
+        with surrounding whitespace stripped (VQA-RAD writes ``"CLOSED "`` in some entries) and returned upper-case.
+        When missing it is inferred: ``CLOSED`` if the normalised answer is ``yes`` or ``no``, else ``OPEN``.
+    qid: optional; an integer or a string of digits (returned as an int); unique within a file.
+    question_type: optional; any string (VQA-RAD: ``"PRES"``, ``"POS, PRES"``, ...); ``null`` counts as missing.
+    q_lang: optional; with ``language`` given, entries of another ``q_lang`` are dropped (and counted).
+Other keys are kept as read.
 
 Synthetic image names: ``synthetic_{site}_{index:05d}.png`` where ``index`` is the row of the image in the
 split the questions were generated from (all sites together; the site is there for reading). Map names back
 to rows with :func:`image_indices`. :func:`study_split` selects the same rows as the study's
-``train`` / ``test`` / ``holdout`` sets (see :mod:`medrobust.study.prepare`).
+``train`` / ``test`` / ``holdout`` sets (see :mod:`medrobust.study.prepare`). :mod:`medrobust.data.vqa_source`
+turns a VQA set into a classification data set (one row per question).
 
 Answers are compared after :func:`normalize_answer` (lower case, single spaces, no surrounding space).
 """
@@ -23,6 +44,8 @@ Answers are compared after :func:`normalize_answer` (lower case, single spaces, 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +58,9 @@ from medrobust.data.base import DataError, Dataset, Split
 from medrobust.fileio import atomic_write_text
 
 ANSWER_TYPES = ("CLOSED", "OPEN")
-REQUIRED_KEYS = ("image_name", "question", "answer", "answer_type")
+REQUIRED_KEYS = ("image_name", "question", "answer")  # image_name may be spelled img_name (SLAKE)
+IMAGE_KEYS = ("image_name", "img_name")
+_QID = re.compile(r"\s*-?\d+\s*")
 
 # (finding column in extras["findings"], presence question); FINDINGS order: nodule, effusion, cardiomegaly,
 # consolidation
@@ -201,33 +226,105 @@ def write_vqa_json(path: str | Path, entries: Sequence[dict]) -> Path:
     return atomic_write_text(path, text)
 
 
+def answer_text(value: Any, where: str = "answer") -> str:
+    """A json answer as a string (module docstring): strings as they are; ``True`` -> ``"yes"``,
+    ``False`` -> ``"no"``; ``4`` and ``4.0`` -> ``"4"``; ``2.5`` -> ``"2.5"``.
+
+    Raises:
+        DataError: naming ``where`` for NaN / infinity or a value that is neither a string, a number nor a bool.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"{where}: answer is {value!r}; expected a string or a finite number")
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise DataError(f"{where}: answer is {type(value).__name__} {value!r}; expected a string (or a number)")
+
+
+def _nonempty_string(entry: dict, key: str, where: str) -> str:
+    value = entry[key]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {key} is {type(value).__name__} {value!r}; expected a string")
+    if not value.strip():
+        raise DataError(f"{where}: {key} is empty; expected a non-empty string")
+    return value
+
+
 def _check_entry(entry: Any, where: str) -> dict:
     if not isinstance(entry, dict):
         raise DataError(f"{where}: got {type(entry).__name__} {str(entry)[:60]!r}; expected a JSON object")
-    for key in REQUIRED_KEYS:
+    present = [k for k in IMAGE_KEYS if k in entry]
+    if not present:
+        raise DataError(f"{where}: missing key 'image_name' (or SLAKE's 'img_name'); expected the image file "
+                        f"and keys {', '.join(REQUIRED_KEYS)}")
+    for key in REQUIRED_KEYS[1:]:
         if key not in entry:
             raise DataError(f"{where}: missing key {key!r}; expected keys {', '.join(REQUIRED_KEYS)}")
-    for key in REQUIRED_KEYS + (("question_type",) if "question_type" in entry else ()):
-        value = entry[key]
-        if not isinstance(value, str):
-            raise DataError(f"{where}: {key} is {type(value).__name__} {value!r}; expected a string")
-        if not value.strip():
-            raise DataError(f"{where}: {key} is empty; expected a non-empty string")
-    answer_type = entry["answer_type"].strip().upper()
-    if answer_type not in ANSWER_TYPES:
-        raise DataError(f"{where}: answer_type {entry['answer_type']!r}; expected 'CLOSED' or 'OPEN'")
-    if "qid" in entry and (isinstance(entry["qid"], bool) or not isinstance(entry["qid"], int)):
-        raise DataError(f"{where}: qid is {type(entry['qid']).__name__} {entry['qid']!r}; expected an integer")
-    return {**entry, "answer_type": answer_type}
+    names = [_nonempty_string(entry, k, where) for k in present]
+    if len(set(names)) > 1:
+        raise DataError(f"{where}: image_name {names[0]!r} and img_name {names[1]!r} differ; expected one image")
+    _nonempty_string(entry, "question", where)
+    answer = answer_text(entry["answer"], where)
+    if not answer.strip():
+        raise DataError(f"{where}: answer is empty; expected a non-empty string")
+    out = {**entry, "image_name": names[0], "answer": answer}
+    if "answer_type" in entry:
+        raw = entry["answer_type"]
+        answer_type = raw.strip().upper() if isinstance(raw, str) else None
+        if answer_type not in ANSWER_TYPES:
+            raise DataError(f"{where}: answer_type {raw!r}; expected 'CLOSED' or 'OPEN'")
+    else:
+        answer_type = "CLOSED" if normalize_answer(answer) in ("yes", "no") else "OPEN"
+    out["answer_type"] = answer_type
+    if out.get("question_type") is None:
+        out.pop("question_type", None)
+    elif not isinstance(out["question_type"], str):
+        value = out["question_type"]
+        raise DataError(f"{where}: question_type is {type(value).__name__} {value!r}; expected a string")
+    if "qid" in entry:
+        qid = entry["qid"]
+        if isinstance(qid, str) and _QID.fullmatch(qid):
+            out["qid"] = int(qid)
+        elif isinstance(qid, bool) or not isinstance(qid, int):
+            raise DataError(f"{where}: qid is {type(qid).__name__} {qid!r}; expected an integer (or a string "
+                            "of digits)")
+    return out
 
 
-def read_vqa_json(path: str | Path) -> list[dict]:
-    """Read and check a VQA-RAD style json file (module docstring).
+@dataclass(frozen=True)
+class VQAFile:
+    """What :func:`read_vqa_file` read from one file.
+
+    Attributes:
+        path: the file.
+        entries: the checked entries kept (module docstring), in file order.
+        indices: the 0-based position in the file of each kept entry (for messages: ``entry i``).
+        n_read: entries in the file (kept and dropped).
+        dropped_language: entries dropped because their ``q_lang`` is not ``language``.
+        languages: entries per ``q_lang`` value in the file (``"-"`` for entries without one).
+    """
+
+    path: Path
+    entries: list[dict]
+    indices: list[int]
+    n_read: int
+    dropped_language: int
+    languages: dict[str, int]
+
+
+def read_vqa_file(path: str | Path, language: str | None = None) -> VQAFile:
+    """Read and check a VQA-RAD or SLAKE json file (module docstring); with ``language`` (e.g. ``"en"``),
+    entries whose ``q_lang`` differs are dropped and counted (entries without ``q_lang`` are kept).
 
     Raises:
         DataError: naming the file, and the entry index for a bad entry: file missing, invalid JSON, not a list,
             empty, an entry that is not an object, a missing required key, a wrong type, an empty string, an
-            unknown ``answer_type`` or a repeated ``qid``.
+            unknown ``answer_type``, a repeated ``qid``, or no entry left in ``language``.
     """
     path = Path(path)
     if not path.is_file():
@@ -250,7 +347,24 @@ def read_vqa_json(path: str | Path) -> list[dict]:
             if e["qid"] in seen:
                 raise DataError(f"{path}: entry {i}: qid {e['qid']} repeats entry {seen[e['qid']]}; expected unique qids")
             seen[e["qid"]] = i
-    return entries
+    languages = Counter(str(e.get("q_lang", "-")) for e in entries)
+    keep = [i for i, e in enumerate(entries) if language is None or "q_lang" not in e or e["q_lang"] == language]
+    if not keep:
+        raise DataError(f"{path}: no question in language {language!r} (q_lang: "
+                        + ", ".join(f"{k}: {v}" for k, v in sorted(languages.items()))
+                        + "); expected language to be one of these, or None to keep all")
+    return VQAFile(path=path, entries=[entries[i] for i in keep], indices=keep, n_read=len(entries),
+                   dropped_language=len(entries) - len(keep), languages=dict(sorted(languages.items())))
+
+
+def read_vqa_json(path: str | Path, language: str | None = None) -> list[dict]:
+    """The checked entries of a VQA-RAD or SLAKE json file (:func:`read_vqa_file`; ``language`` drops the
+    questions of another ``q_lang`` — use :func:`read_vqa_file` to learn how many).
+
+    Raises:
+        DataError: as :func:`read_vqa_file`.
+    """
+    return read_vqa_file(path, language).entries
 
 
 @dataclass(frozen=True)

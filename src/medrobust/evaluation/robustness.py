@@ -105,6 +105,7 @@ class EvalData:
     holdout_images: np.ndarray | None = None
     holdout_labels: np.ndarray | None = None
     holdout_tokens: np.ndarray | None = None
+    test_subgroups: dict[str, np.ndarray] | None = None  # name -> bool [N_test], e.g. VQA's CLOSED / OPEN questions
 
 
 def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
@@ -215,7 +216,26 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
                          *attack_checks]
     metrics["n_adversarial"] = int(len(subset))
     metrics["per_example"] = per_example
+    if data.test_subgroups:
+        clean_all = per_example_accuracy(clean_logits, torch.as_tensor(data.test_labels), task).numpy()
+        ref = float(cfg.reference_epsilon)
+        metrics["subgroups"] = {name: _subgroup(mask, clean_all, subset, worst.get(ref), corrupted)
+                                for name, mask in data.test_subgroups.items()}
     return ClassifierMetrics.model_validate(metrics)
+
+
+def _subgroup(mask: np.ndarray, clean: np.ndarray, subset: np.ndarray, worst, corrupted) -> dict[str, float]:
+    """Accuracy of one subgroup of the test examples: clean, worst case at the reference ε (on the attacked
+    examples in it), mean over corruptions; ``n`` test examples, ``n_adversarial`` attacked ones."""
+    mask = np.asarray(mask, dtype=bool)
+    out = {"n": float(mask.sum()), "clean": float(clean[mask].mean()) if mask.any() else float("nan")}
+    in_subset = mask[subset]
+    out["n_adversarial"] = float(in_subset.sum())
+    if worst is not None and in_subset.any():
+        out["worst"] = float(np.asarray(worst)[in_subset].mean())
+    if corrupted is not None and mask.any():
+        out["corruptions"] = float(np.asarray(corrupted)[mask].mean())
+    return out
 
 
 def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subset: np.ndarray,
