@@ -281,6 +281,7 @@ class StudyFacts(_Model):
     tasks: list[str] = []
     has_text: bool = False
     has_indications: bool = False
+    context_name: str = "indication"  # the report's word for the text a classifier sees ("question" in VQA)
     skipped: list[SkippedArm] = []
     config_yaml: str = ""
     versions: dict[str, str] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import numpy as np
 import pydantic
@@ -127,11 +126,12 @@ def test_unlabeled_only_and_explicit_task(tmp_path):
     assert ds.task.kind == "ordinal" and ds.task.n_outputs == 3
 
 
-def test_loading_2000_pngs_is_fast(tmp_path):
+def test_loading_2000_pngs_keeps_every_image_in_order(tmp_path):
+    """(Its speed is measured in benchmarks/manifest_read.py, not here.)"""
     rng = np.random.default_rng(0)
     distinct = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
     encoded = []
-    for img in distinct:  # encode 50 PNGs once, write 2,000 files: the test times reading, not writing
+    for img in distinct:  # encode 50 PNGs once, write 2,000 files
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="PNG")
         encoded.append(buf.getvalue())
@@ -141,12 +141,8 @@ def test_loading_2000_pngs_is_fast(tmp_path):
         (tmp_path / "im" / f"{i}.png").write_bytes(encoded[i % 50])
         lines.append({"image": f"im/{i}.png", "label": i % 3, "split": "train"})
     images = distinct[np.arange(2000) % 50]
-    path = manifest(tmp_path, lines)
-    t0 = time.perf_counter()
-    ds = load_manifest(path)
-    elapsed = time.perf_counter() - t0
+    ds = load_manifest(manifest(tmp_path, lines))
     np.testing.assert_array_equal(ds.train.images[:, 0], images)
-    assert elapsed < 2.0, f"loading 2000 PNGs took {elapsed:.2f} s"
 
 
 # ---------------------------------------------------------------- errors: each names file and entry

@@ -134,6 +134,8 @@ class Dataset:
     source: str = ""  # file or generator it came from, for messages and the report
     notes: tuple[str, ...] = ()  # what reading did that a user should know (rows skipped, images resized)
     modality: str | None = None  # e.g. "X-ray", "CT", "MRI", "ultrasound": picks modality-specific corruptions
+    context_name: str = "indication"  # what the text a classifier sees with the image is ("question" for VQA)
+    group_name: str = "patients"  # what Split.groups are ("images" for VQA: an image's questions stay together)
 
     def __post_init__(self) -> None:
         shapes = {s: getattr(self, s).images.shape[1:] for s in ("train", "val", "test") if len(getattr(self, s))}

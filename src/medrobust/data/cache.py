@@ -36,14 +36,15 @@ def cache_root(configured: str | None = None) -> Path:
 def key_of(manifest: Path, params: dict[str, Any], files: list[Path]) -> str:
     """sha256 over the manifest bytes, ``params`` (JSON) and every file's path, size and mtime."""
     h = hashlib.sha256(f"v{VERSION}".encode())
-    h.update(manifest.read_bytes())
+    h.update(manifest.read_bytes() if manifest.is_file() else str(manifest).encode())  # a folder source: its path
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for f in files:
-        try:
-            st = f.stat()
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{f}\0missing\n".encode())
+        for part in (sorted(p for p in f.rglob("*") if p.is_file()) if f.is_dir() else [f]):  # a series folder
+            try:
+                st = part.stat()
+                h.update(f"{part}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{part}\0missing\n".encode())
     return h.hexdigest()
 
 

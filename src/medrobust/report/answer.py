@@ -315,12 +315,14 @@ def _bullets(records: list[RunRecord], comps: list[dict], fam: str) -> list[str]
     return out
 
 
-def _indication_line(records: list[RunRecord], comps: list[dict]) -> str:
-    """The secondary table: classifiers that see the indication with the image, pre-trained vs supervised."""
+def _indication_line(records: list[RunRecord], comps: list[dict], primary: bool = False) -> str:
+    """Classifiers that see the indication with the image, pre-trained vs supervised: secondary to the image-only
+    headline, or the study's comparisons when it has no image-only one (``primary``, e.g. VQA)."""
     mine = [c for c in comps if c["family"] == WITH_INDICATION]
     if not mine:
         return ""
-    head = ("**Image + indication at decision time** (secondary: classifiers that also see the indication, the "
+    role = "the study's comparisons" if primary else "secondary"
+    head = (f"**Image + indication at decision time** ({role}: classifiers that also see the indication, the "
             f"text written before the image is read; {_chance(mine, True)}; {_kinds(mine)}):")
     return "\n".join([head, ""] + _bullets(records, comps, WITH_INDICATION))
 
@@ -344,7 +346,13 @@ def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
     ref = tables.reference_eps(records, setup)
     robust = [c for c in comps if c["family"] == "headline"]
     lines: list[str] = []
-    if not robust:
+    with_text = [c for c in comps if c["family"] == WITH_INDICATION]
+    if not robust and with_text:
+        lines.append("No image-only self-supervised arm is compared in this study; its comparisons are between "
+                     "classifiers that see the image with the indication (below).")
+        demo = _demo_line(records, setup)
+        lines += ["", demo] if demo else []
+    elif not robust:
         lines.append("No self-supervised arm could be paired with its supervised counterpart on the same label "
                      "fraction and seed, so these records cannot answer the question.")
     else:
@@ -353,7 +361,7 @@ def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
         lines += [demo, ""] if demo else []
         lines += _bullets(records, comps, "headline")
     dcomps = defense_comparisons(records, setup)
-    extra = [x for x in (_indication_line(records, comps), _tasks_line(records, comps), _ablation_line(comps),
+    extra = [x for x in (_indication_line(records, comps, primary=not robust), _tasks_line(records, comps), _ablation_line(comps),
                          _defense_line(records, setup, dcomps),
                          _exclusion_line(comps + dcomps), _indication_reliance_line(records, setup),
                          _near_zero_line(records, setup), _checks_line(records)) if x]

@@ -150,6 +150,30 @@ def _warnings(records: list[RunRecord], setup: StudyFacts) -> list[str]:
     return out
 
 
+def _subgroup_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None) -> list:
+    """Per test subgroup (VQA: CLOSED and OPEN questions): clean, worst-case and corruption accuracy."""
+    names = list(dict.fromkeys(n for r in records for n in r.metrics.subgroups))
+    eps = tables.fmt_eps(ref) if ref is not None else "?"
+    out = []
+    for name in names:
+        for key, label in (("clean", "clean accuracy"), ("worst", f"worst-case robust accuracy at ε={eps}"),
+                           ("corruptions", "mean corruption accuracy")):
+            metric = tables.Metric(f"subgroup_{name}_{key}", f"{name} questions: {label}", "pct", True,
+                                   lambda r, n=name, k=key: r.metrics.subgroups.get(n, {}).get(k, math.nan))
+            out.append(tables.metric_table(records, setup, metric))
+    return [t for t in out if t is not None]
+
+
+def context_words(text: str, name: str) -> str:
+    """The report's word for the text a classifier sees ("indication") replaced by the data's (e.g. "question")."""
+    if name == "indication":
+        return text
+    for old, new in (("Indications", name.capitalize() + "s"), ("indications", name + "s"),
+                     ("Indication", name.capitalize()), ("indication", name)):
+        text = text.replace(old, new)
+    return text
+
+
 def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str, Path | None]) -> list[tuple]:
     """Assemble the report as neutral blocks (see the module docstring)."""
     ref = tables.reference_eps(records, setup)
@@ -193,6 +217,8 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
     table(tables.metric_table(records, setup, ms["holdout_drop"]))
     table(tables.metric_table(records, setup, ms["noreport_acc"],
                               title="Image+indication classifiers: accuracy with the indication left out (%)"))
+    for t in _subgroup_tables(records, setup, ref):
+        table(t)
     table(tables.metric_table(records, setup, ms["time_total"], title="Run time per run (s)"))
     defended = defense_tables(records, setup, ref)
     if defended:
@@ -340,6 +366,6 @@ def write_report(records: list[RunRecord], setup: StudyFacts | None, out_dir: st
     figures = plots.make_all(records, setup, out)
     blocks = build_blocks(records, setup, figures)
     md = out / "report.md"
-    atomic_write_text(md, to_markdown(blocks))
-    atomic_write_text(out / "report.html", to_html(blocks, out))
+    atomic_write_text(md, context_words(to_markdown(blocks), setup.context_name))
+    atomic_write_text(out / "report.html", context_words(to_html(blocks, out), setup.context_name))
     return md

@@ -76,7 +76,8 @@ class PreparedData:
         names = ds.site_names
         sites = ", ".join(names) if len(names) <= 8 else f"{len(names)} ({', '.join(names[:4])}, ...)"
         groups = [s.groups for s in (self.train, self.test, self.holdout) if s is not None and s.groups is not None]
-        patients = f"; {len(np.unique(np.concatenate(groups)))} patients (grouped: none in two sets)" if groups else ""
+        patients = (f"; {len(np.unique(np.concatenate(groups)))} {ds.group_name} (grouped: none in two sets)"
+                    if groups else "")
         return (f"{ds.name} ({ds.source}){f', {ds.modality}' if ds.modality else ''}; "
                 f"images {'×'.join(map(str, ds.image_shape))}; sites {sites}{patients}; "
                 f"{len(self.train)} training images, {len(self.test)} in-site test"
@@ -117,6 +118,9 @@ def prepare(cfg: StudyConfig) -> PreparedData:
         if indications is not None:  # what the classifier sees with the image
             eval_kwargs = {"test_tokens": indications.test, "test_texts": test.indications,
                            "holdout_tokens": indications.holdout, "tokenizer": tokenizer}
+    if "answer_type" in test.extras:  # VQA: accuracy on closed (yes/no) and open questions too
+        kinds = np.asarray(test.extras["answer_type"])
+        eval_kwargs["test_subgroups"] = {"CLOSED": kinds == 0, "OPEN": kinds == 1}
     eval_data = EvalData(task=dataset.task, test_images=test.images, test_labels=test.labels,
                          holdout_images=None if holdout is None else holdout.images,
                          holdout_labels=None if holdout is None else holdout.labels, **eval_kwargs)

@@ -165,6 +165,7 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
         pretrain=cfg.pretrain.model_dump(), finetune=cfg.finetune.model_dump(),
         fusion=None if cfg.multimodal.fusion is None else comp(cfg.multimodal.fusion), tasks=cfg.multimodal.tasks,
         has_text=data.has_text, has_indications=data.has_indications,
+        context_name=ds.context_name,
         skipped=[SkippedArm(arm=s["method"], reason=s["reason"]) for s in skipped],
         config_yaml=dump(cfg), invocation_s=invocation_s, expected_runs=len(runs),
         versions={"medrobust": __version__, "torch": torch.__version__, "python": platform.python_version()})
