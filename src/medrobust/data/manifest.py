@@ -213,13 +213,7 @@ def build_dataset(rows: list[Row], columns: list[str], params: ReadParams, sourc
     labels, task = _labels([(w, f.get(used["label"])) for w, f, _, _ in kept] if "label" in used
                            else [(w, None) for w, *_ in kept], params, str(source))
     sites = [_site(f.get(used["site"]), w) if "site" in used else "all" for w, f, _, _ in kept]
-    groups = None
-    if "group" in used:
-        ids: dict[str, int] = {}
-        groups = np.array([ids.setdefault(str(f[used["group"]]).strip(), len(ids)) if f.get(used["group"]) is not None
-                           else -1 - i for i, (_, f, _, _) in enumerate(kept)], dtype=np.int64)
-        lone = groups < 0
-        groups[lone] = len(ids) + np.arange(int(lone.sum()))
+    groups = _groups(kept, used.get("group"), notes)
     split_id = _split_ids(kept, used, labels, sites, groups, params, notes)
     site_names = tuple(sorted(set(sites)))
     site_idx = np.searchsorted(np.asarray(site_names), np.asarray(sites)).astype(np.int64)
@@ -238,6 +232,39 @@ def build_dataset(rows: list[Row], columns: list[str], params: ReadParams, sourc
         modality = values.pop() if len(values) == 1 else None
     return Dataset(name=name, task=task, site_names=site_names, source=str(source), notes=tuple(notes),
                    modality=modality, **splits)
+
+
+def _groups(kept: list, column: str | None, notes: list[str]) -> np.ndarray | None:
+    """Group ids (0..G-1 in order of first row): rows of one patient (``column``) or of one image file are one
+    group, joined transitively, so neither a patient nor an image listed twice can straddle two splits. None
+    when there is no group column and no file is listed twice."""
+    files = [str(f) for _, _, f, _ in kept]
+    repeated = len(set(files)) < len(files)
+    if column is None and not repeated:
+        return None
+    parent = list(range(len(kept)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, (_, fields, file, _) in enumerate(kept):
+        keys = [("file", str(file))]
+        if column is not None and fields.get(column) is not None and str(fields[column]).strip():
+            keys.append(("group", str(fields[column]).strip()))
+        for key in keys:
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    roots = [root(i) for i in range(len(kept))]
+    ids = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    if repeated:
+        n = len(files) - len(set(files))
+        notes.append(f"{n} row(s) list an image file already listed in another row; rows sharing a file are kept "
+                     "in one split (grouped with their patient)")
+    return np.array([ids[r] for r in roots], dtype=np.int64)
 
 
 # ---------------------------------------------------------------- images
