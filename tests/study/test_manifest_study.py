@@ -54,7 +54,25 @@ def test_no_patient_in_two_sets_and_label_fractions_take_whole_patients(tmp_path
     chosen = label_subset(data.train.labels, 0.5, 0, data.train.groups)
     picked = set(data.train.groups[chosen].tolist())
     assert set(np.flatnonzero(np.isin(data.train.groups, list(picked))).tolist()) == set(chosen.tolist())
-    assert "patients (grouped: none in two sets)" in data.describe()
+    assert "patients (none in two sets)" in data.describe() and data.group_overlaps() == {
+        "train&test": 0, "train&holdout": 0, "test&holdout": 0}
+
+
+def test_a_patient_imaged_at_a_held_out_site_is_not_trained_on(tmp_path):
+    path = publisher_csv(tmp_path)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    # ten site-A patients get an image at site D too (patients seen at two hospitals)
+    a_patients = list(dict.fromkeys(r[0] for r in rows[1:] if r[2] == "A"))[:10]
+    d_rows = [list(r) for r in rows[1:] if r[2] == "D"][:10]
+    for patient, r in zip(a_patients, d_rows):
+        r[0] = patient
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows + d_rows)
+    cfg = load_config("configs/manifest.yaml", overrides(path, tmp_path / "s"))
+    data = prepare(cfg)
+    assert all(v == 0 for v in data.group_overlaps().values())
+    assert any("also imaged at a held-out site; left out of the" in n for n in data.notes)
 
 
 @pytest.mark.slow
@@ -71,4 +89,4 @@ def test_csv_study_with_image_report_arm_and_retrieval_under_site_shift(tmp_path
     assert abs(n - 10) <= 1 and "holdout" in retrieval  # a label-stratified gallery of 10 pairs (±1)
     assert 1 <= retrieval["holdout"].image_to_report.mean_rank <= retrieval["holdout"].image_to_report.n
     text = (out / "report" / "report.md").read_text()
-    assert "patients (grouped: none in two sets)" in text and "Held-out site(s):** D" in text
+    assert "patients (none in two sets)" in text and "Held-out site(s):** D" in text

@@ -53,5 +53,7 @@ def test_vqa_study_on_a_vqa_rad_folder(tmp_path):
         assert all("→" in e and "?" in e for e in examples)  # edited questions, shown clean → edited
     text = (out / "report" / "report.md").read_text()
     assert "CLOSED questions: clean accuracy" in text and "OPEN questions: clean accuracy" in text
-    assert "clip [image+question]" in text and "indication" not in text  # the question plays the indication's role
+    prose, config = text.split("## Resolved configuration")
+    assert "clip [image+question]" in prose and "indication" not in prose  # the question plays the indication's role
+    assert "inputs: image+indication" in config  # the config keeps its own keys and values
     assert "questions per split (one row each)" in text  # the data notes: counts, unseen answers

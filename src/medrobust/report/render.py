@@ -164,14 +164,48 @@ def _subgroup_tables(records: list[RunRecord], setup: StudyFacts, ref: str | Non
     return [t for t in out if t is not None]
 
 
+_CONTEXT_WORD = re.compile(r"\b([Ii])ndication(s?)\b")
+
+
 def context_words(text: str, name: str) -> str:
-    """The report's word for the text a classifier sees ("indication") replaced by the data's (e.g. "question")."""
+    """The report's word for the text a classifier sees ("indication", as a whole word) replaced by the data's
+    (e.g. "question"); see :func:`worded` for what is left alone."""
     if name == "indication":
         return text
-    for old, new in (("Indications", name.capitalize() + "s"), ("indications", name + "s"),
-                     ("Indication", name.capitalize()), ("indication", name)):
-        text = text.replace(old, new)
-    return text
+    return _CONTEXT_WORD.sub(lambda m: (name.capitalize() if m.group(1) == "I" else name) + m.group(2), text)
+
+
+class _WordedTable:
+    """A table whose Markdown / HTML use the data's word for the classifier's text."""
+
+    def __init__(self, table, name: str):
+        self.table, self.name = table, name
+
+    def markdown(self) -> str:
+        return context_words(self.table.markdown(), self.name)
+
+    def html(self) -> str:
+        return context_words(self.table.html(), self.name)
+
+
+def worded(blocks: list[tuple], name: str) -> list[tuple]:
+    """``blocks`` in the data's word for the classifier's text (``"question"`` in VQA): prose, headings, warnings
+    and tables; the resolved configuration (code) keeps its keys and values (``inputs: image+indication``)."""
+    if name == "indication":
+        return blocks
+    out = []
+    for blk in blocks:
+        kind = blk[0]
+        if kind == "h":
+            blk = (kind, blk[1], context_words(blk[2], name))
+        elif kind in ("md", "answer"):
+            blk = (kind, context_words(blk[1], name))
+        elif kind == "warn":
+            blk = (kind, [context_words(w, name) for w in blk[1]])
+        elif kind == "table":
+            blk = (kind, _WordedTable(blk[1], name))
+        out.append(blk)
+    return out
 
 
 def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str, Path | None]) -> list[tuple]:
@@ -364,8 +398,8 @@ def write_report(records: list[RunRecord], setup: StudyFacts | None, out_dir: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.make_all(records, setup, out)
-    blocks = build_blocks(records, setup, figures)
+    blocks = worded(build_blocks(records, setup, figures), setup.context_name)
     md = out / "report.md"
-    atomic_write_text(md, context_words(to_markdown(blocks), setup.context_name))
-    atomic_write_text(out / "report.html", context_words(to_html(blocks, out), setup.context_name))
+    atomic_write_text(md, to_markdown(blocks))
+    atomic_write_text(out / "report.html", to_html(blocks, out))
     return md

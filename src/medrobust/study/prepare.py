@@ -43,6 +43,14 @@ class PreparedData:
     mean: list[float]
     std: list[float]
     cache: dict = field(default_factory=dict)  # derived data built on first use (e.g. VQA questions)
+    notes: list[str] = field(default_factory=list)  # reading notes of the source, then what preparing did
+
+    def group_overlaps(self) -> dict[str, int]:
+        """Groups (patients; VQA: images) present in two of train / test / holdout, per pair (0 = no leak)."""
+        sets = {k: set(s.groups.tolist()) for k, s in (("train", self.train), ("test", self.test),
+                                                       ("holdout", self.holdout)) if s is not None and s.groups is not None}
+        keys = list(sets)
+        return {f"{a}&{b}": len(sets[a] & sets[b]) for i, a in enumerate(keys) for b in keys[i + 1:]}
 
     @property
     def has_text(self) -> bool:
@@ -76,11 +84,14 @@ class PreparedData:
         names = ds.site_names
         sites = ", ".join(names) if len(names) <= 8 else f"{len(names)} ({', '.join(names[:4])}, ...)"
         groups = [s.groups for s in (self.train, self.test, self.holdout) if s is not None and s.groups is not None]
-        patients = (f"; {len(np.unique(np.concatenate(groups)))} {ds.group_name} (grouped: none in two sets)"
-                    if groups else "")
+        overlaps = {k: v for k, v in self.group_overlaps().items() if v}
+        shared = ("none in two sets" if not overlaps else "in two sets: " + ", ".join(
+            f"{v} in {k.replace('&', ' and ')}" for k, v in overlaps.items()) + " (the data's own split)")
+        patients = f"; {len(np.unique(np.concatenate(groups)))} {ds.group_name} ({shared})" if groups else ""
+        rows = "questions" if ds.context_name == "question" else "images"
         return (f"{ds.name} ({ds.source}){f', {ds.modality}' if ds.modality else ''}; "
                 f"images {'×'.join(map(str, ds.image_shape))}; sites {sites}{patients}; "
-                f"{len(self.train)} training images, {len(self.test)} in-site test"
+                f"{len(self.train)} training {rows}, {len(self.test)} in-site test"
                 + (f", {len(self.holdout)} held-out-site" if self.holdout is not None else "")
                 + ("; image-report pairs" if self.has_text else "; images only (no report text)")
                 + ("; indications (the text a classifier sees)" if self.has_indications else ""))
@@ -102,6 +113,18 @@ def prepare(cfg: StudyConfig) -> PreparedData:
     holdout = None
     if len(held):
         holdout = Split.concat([s.subset(np.isin(s.sites, held) & s.labeled) for s in (dataset.train, dataset.val, dataset.test)])
+    notes = list(dataset.notes)
+    if holdout is not None and holdout.groups is not None:  # a patient seen at a held-out site is not trained on
+        for name, split in (("training", train), ("in-site test", test)):
+            shared = np.isin(split.groups, holdout.groups) if split.groups is not None else np.zeros(len(split), bool)
+            if shared.any():
+                notes.append(f"{int(shared.sum())} {name} images belong to {len(np.unique(split.groups[shared]))} "
+                             f"{dataset.group_name} also imaged at a held-out site; left out of the {name} set so "
+                             "the held-out site stays unseen")
+                if name == "training":
+                    train = split.subset(~shared)
+                else:
+                    test = split.subset(~shared)
     if not train.labeled.any():
         raise ConfigError(f"{dataset.source or dataset.name}: no labeled training images on the held-in sites")
 
@@ -125,4 +148,5 @@ def prepare(cfg: StudyConfig) -> PreparedData:
                          holdout_images=None if holdout is None else holdout.images,
                          holdout_labels=None if holdout is None else holdout.labels, **eval_kwargs)
     mean, std = image_stats(train.images)
-    return PreparedData(dataset, train, test, holdout, tokenizer, reports, indications, eval_data, mean, std)
+    return PreparedData(dataset, train, test, holdout, tokenizer, reports, indications, eval_data, mean, std,
+                        notes=notes)

@@ -152,7 +152,7 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
     held = set(cfg.data.holdout_sites)
     comp = lambda c: ComponentFacts(name=c.name, params=c.params)  # noqa: E731
     return StudyFacts(
-        study=cfg.name, data=data.describe(), data_notes=list(ds.notes), task_kind=ds.task.kind, label_names=list(ds.task.label_names),
+        study=cfg.name, data=data.describe(), data_notes=list(data.notes), task_kind=ds.task.kind, label_names=list(ds.task.label_names),
         train_sites=[s for s in ds.site_names if s not in held], holdout_sites=list(cfg.data.holdout_sites),
         arms=list(dict.fromkeys([r.arm for r in runs] or [m.label for m in cfg.methods])),
         fractions=cfg.label_fractions, seeds=cfg.seeds, epsilons=[eps_key(e) for e in ev.epsilons],
@@ -190,7 +190,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     pending = [r for r in runs if r.key not in done]
     log(f"study '{cfg.name}': {len(runs)} runs, {len(runs) - len(pending)} already finished, "
         f"{len(pending)} to run; data: {data.describe()}")
-    for note in data.dataset.notes:
+    for note in data.notes:
         log(f"data: {note}")
     ref = eps_key(cfg.evaluation.reference_epsilon)
     for i, run in enumerate(pending, 1):
