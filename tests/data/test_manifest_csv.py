@@ -133,8 +133,8 @@ def test_every_mode_and_16_bit_png_read_and_fitted(tmp_path):
     for mode, name in files.items():
         img = image_io.read_image(tmp_path / "img" / name, mode)
         assert img.shape[1:] == (10, 25), mode
-        if mode == "I;16":
-            assert img.dtype == np.float32 and abs(float(img.max()) - 240 / 255) < 1e-3
+        if mode == "I;16":  # the percentile rule: the ramp spans [0, 1] whatever bits it uses
+            assert img.dtype == np.float32 and float(img.max()) == 1.0 and float(img.min()) == 0.0
         else:
             assert img.dtype == np.uint8 and image_io.is_gray(img), mode
     rows = [[name, i % 2] for i, name in enumerate(files.values())]
@@ -217,3 +217,38 @@ def test_an_image_listed_twice_never_straddles_two_splits(tmp_path):
         assert not (pixels[0] & pixels[1] or pixels[0] & pixels[2] or pixels[1] & pixels[2])
         assert sum(map(len, sets)) == 40 and len(set().union(*(set(s.groups.tolist()) for s in sets))) == 20
         assert any("20 row(s) list an image file already listed" in n for n in ds.notes)
+
+
+def test_twelve_bit_png_transparency_and_one_based_labels(tmp_path):
+    twelve = (np.arange(200).reshape(10, 20) * 20).astype(np.uint16)  # 0..3980: 12 bits in a 16-bit file
+    Image.fromarray(twelve).save(tmp_path / "x12.png")
+    img = image_io.read_image(tmp_path / "x12.png", "row 0")
+    assert img.max() == 1.0 and 0.4 < float(np.median(img)) < 0.6  # not squeezed into [0, 0.06]
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 255  # white, but fully transparent
+    rgba[0, 0] = [255, 0, 0, 255]  # one opaque red pixel
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    arr = image_io.read_image(tmp_path / "t.png", "row 0")
+    assert arr.shape == (3, 4, 4) and arr[:, 1:, 1:].max() == 0 and arr[:, 0, 0].tolist() == [255, 0, 0]
+    rows = [[save(tmp_path, f"{i}.png", np.full((6, 6), i, np.uint8)), 1 + i % 2] for i in range(6)]
+    ds = load_manifest(ManifestParams(path=str(write_csv(tmp_path / "m.csv", ["image", "label"], rows)),
+                                      images_dir="img"))
+    assert ds.task.n_outputs == 3 and any("'class_0' have no rows" in n and "counted from 1" in n for n in ds.notes)
+
+
+def test_a_failed_read_is_not_cached(tmp_path, monkeypatch):
+    rows = [[save(tmp_path, f"{i}.png", np.full((6, 6), i, np.uint8)), i % 2] for i in range(4)]
+    path = write_csv(tmp_path / "m.csv", ["image", "label"], rows)
+    real = image_io.read_image
+
+    def flaky(file, where, **kw):
+        if file.name == "2.png":
+            raise DataError(f"{where}: cannot read image {file}: no decoder")
+        return real(file, where, **kw)
+
+    monkeypatch.setattr("medrobust.data.manifest.read_image", flaky)
+    first = load_manifest(ManifestParams(path=str(path), images_dir="img", split_fractions=(1.0, 0.0, 0.0)))
+    assert len(first.train) == 3 and any("unreadable image" in n for n in first.notes)
+    monkeypatch.setattr("medrobust.data.manifest.read_image", real)  # e.g. the decoder was installed since
+    second = load_manifest(ManifestParams(path=str(path), images_dir="img", split_fractions=(1.0, 0.0, 0.0)))
+    assert len(second.train) == 4 and not any("unreadable" in n for n in second.notes)

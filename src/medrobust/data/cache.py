@@ -4,7 +4,10 @@ The key hashes everything the arrays depend on: the manifest's bytes, the readin
 resize rule, window, frame, image folder) and each image file's path, size and modification time; any change
 gives a new key (a stale entry is never read). Location: ``data.cache_dir``, else ``$MEDROBUST_CACHE``, else
 ``$XDG_CACHE_HOME/medrobust`` (``~/.cache/medrobust``). Entries are ``.npz`` files written atomically; an unreadable
-entry is ignored (and rewritten).
+entry is ignored (and rewritten). Failures are never cached: a
+data set with unreadable files is decoded again next time (a decoder installed since may read them). The key
+also holds the versions of medrobust, Pillow, pydicom, nibabel, numpy and torch. A file rewritten with the same
+size and modification time (``cp -p``) is not noticed: clear the cache folder after such a copy.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def cache_root(configured: str | None = None) -> Path:
 
 def key_of(manifest: Path, params: dict[str, Any], files: list[Path]) -> str:
     """sha256 over the manifest bytes, ``params`` (JSON) and every file's path, size and mtime."""
-    h = hashlib.sha256(f"v{VERSION}".encode())
+    h = hashlib.sha256(f"v{VERSION}|{_versions()}".encode())
     h.update(manifest.read_bytes() if manifest.is_file() else str(manifest).encode())  # a folder source: its path
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for f in files:
@@ -46,6 +49,19 @@ def key_of(manifest: Path, params: dict[str, Any], files: list[Path]) -> str:
             except OSError:
                 h.update(f"{part}\0missing\n".encode())
     return h.hexdigest()
+
+
+def _versions() -> str:
+    """The versions of the code that decodes (a new release may decode or resize differently)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("medrobust", "pillow", "pydicom", "nibabel", "numpy", "torch"):
+        try:
+            out.append(f"{pkg}={version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg}=-")
+    return ",".join(out)
 
 
 def load(root: Path, key: str) -> dict[str, np.ndarray] | None:

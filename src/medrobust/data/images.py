@@ -2,8 +2,9 @@
 
 Formats (by suffix, case-insensitive):
     PNG, JPEG, BMP, TIFF (Pillow): modes ``L``/``1``/``LA`` -> 1 channel; ``RGB``/``P``/``PA``/``RGBA``/``CMYK``/
-        ``YCbCr`` -> 3 channels (a palette is expanded, alpha dropped); 16-bit gray (``I;16*``, ``I``) ->
-        float32 ``value / 65535`` (clipped); 32-bit float (``F``) -> float32, min-max scaled when outside [0, 1].
+        ``YCbCr`` -> 3 channels (a palette is expanded; transparent pixels are composited onto black); 16-bit gray
+        (``I;16*``, ``I``) -> float32 by the 0.5-99.5th percentile rule (:func:`percentile_unit`: such files often
+        use only 10-12 of their bits, so no fixed scale fits); 32-bit float (``F``) -> float32, min-max scaled when outside [0, 1].
     NPY: uint8, or float in [0, 1] (float16/float64 cast to float32); ``[H, W]`` / ``[C, H, W]`` (2D) or
         ``[1, D, H, W]`` (3D).
     DICOM (``.dcm``) and NIfTI (``.nii``, ``.nii.gz``): see :mod:`medrobust.data.volumes` (rescale, window or
@@ -27,8 +28,7 @@ import numpy as np
 from medrobust.data.base import DataError, check_images
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VOLUME_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz")
-IMAGE_SUFFIXES = PIL_SUFFIXES + (".npy",) + VOLUME_SUFFIXES
+IMAGE_SUFFIXES = PIL_SUFFIXES + (".npy", ".dcm", ".dicom", ".nii", ".nii.gz")
 RESIZE_MODES = ("pad", "crop")
 _PIL_CONVERT = {"1": "L", "LA": "L", "La": "L", "P": "RGB", "PA": "RGB", "RGBA": "RGB", "RGBa": "RGB",
                 "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
@@ -39,6 +39,16 @@ def suffix_of(path: str | Path) -> str:
     """The lower-case suffix, ``.nii.gz`` counted as one."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a file with the DICOM marker ``DICM`` at byte 128 (extension-less DICOM files)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def read_image(file: Path, where: str, *, draft: int | None = None, window: tuple[float, float] | None = None,
@@ -62,6 +72,8 @@ def read_image(file: Path, where: str, *, draft: int | None = None, window: tupl
         from medrobust.data.volumes import read_dicom_series
 
         return read_dicom_series(file, where, window=window)
+    if suffix not in IMAGE_SUFFIXES and is_dicom(file):  # DICOM files often have no extension
+        suffix = ".dcm"
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(f"{where}: image {file} has unsupported extension {suffix or '(none)'!r}; "
                         f"expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder")
@@ -84,6 +96,11 @@ def read_image(file: Path, where: str, *, draft: int | None = None, window: tupl
         raise
     except (OSError, ValueError, EOFError, SyntaxError, MemoryError) as err:  # Pillow's truncated / garbage files
         raise DataError(f"{where}: cannot read image {file}: {err}; expected a valid {suffix} file") from None
+    except Exception as err:  # Pillow's DecompressionBombError (not an OSError): a gigapixel slide
+        if type(err).__name__ != "DecompressionBombError":
+            raise
+        raise DataError(f"{where}: image {file} is too large to decode safely ({err}); expected an image of at most "
+                        "about 179 million pixels (downsample it first)") from None
     if arr.dtype == np.float32:
         check_images(arr[None], f"{where} ({file})")
     return arr
@@ -96,15 +113,16 @@ def _pil_read(file: Path, where: str, draft: int | None) -> np.ndarray:
         if draft and im.format == "JPEG":
             im.draft(im.mode if im.mode in ("L", "RGB") else "RGB", (draft, draft))
         im.load()  # decode now: a truncated file fails here, inside the caller's try
+        if "A" in im.mode or im.mode in ("P", "PA") and "transparency" in im.info:  # transparent -> black
+            im = _on_black(im)
         if im.mode in _PIL_CONVERT:
             im = im.convert(_PIL_CONVERT[im.mode])
         if im.mode == "L":
             return np.asarray(im)[None]  # [1, H, W]
         if im.mode == "RGB":
             return np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1))  # [3, H, W]
-        if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) gray
-            arr = np.asarray(im).astype(np.float32)
-            return np.clip(arr / 65535.0, 0.0, 1.0)[None]
+        if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) gray: often 10-12 bits used, so no fixed scale
+            return percentile_unit(np.asarray(im).astype(np.float32))[None]
         if im.mode == "F":
             arr = np.asarray(im).astype(np.float32)
             if not np.isfinite(arr).all():
@@ -114,6 +132,29 @@ def _pil_read(file: Path, where: str, draft: int | None) -> np.ndarray:
                 arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
             return arr[None]
     raise DataError(f"{where}: image {file} has mode {im.mode!r}; expected gray, RGB, palette or 16-bit gray")
+
+
+def _on_black(im):
+    """A transparent image composited onto black (the padding colour), so hidden colour never shows."""
+    from PIL import Image
+
+    rgba = im.convert("RGBA")
+    out = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return out.convert("L") if im.mode in ("LA", "La") else out
+
+
+def percentile_unit(arr: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> np.ndarray:
+    """float32 in [0, 1]: ``(x - p_lo) / (p_hi - p_lo)`` clipped, percentiles of the finite values (min-max when
+    they coincide; zeros for a constant image) — the rule for raw intensities without a known window."""
+    finite = arr[np.isfinite(arr)]
+    if not finite.size:
+        return np.zeros(arr.shape, np.float32)
+    a, b = np.percentile(finite, [lo, hi])
+    if b <= a:
+        a, b = float(finite.min()), float(finite.max())
+    if b <= a:
+        return np.zeros(arr.shape, np.float32)
+    return np.clip((arr - a) / (b - a), 0.0, 1.0).astype(np.float32)
 
 
 def _npy_image(arr: np.ndarray, file: Path, where: str) -> np.ndarray:

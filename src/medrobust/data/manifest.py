@@ -124,13 +124,14 @@ class ManifestParams(ReadParams):
 class Skips:
     """Rows left out, by reason, with the first few named."""
 
-    def __init__(self, strict: bool):
-        self.strict, self.by_reason = strict, {}
+    def __init__(self, strict: bool, source: Path | str = ""):
+        self.strict, self.by_reason, self.prefix = strict, {}, f"{source} "
 
     def skip(self, where: str, reason: str, detail: str) -> None:
         if self.strict:
             raise DataError(f"{where}: {detail} (data.strict is true; set it to false to skip such rows)")
-        self.by_reason.setdefault(reason, []).append(f"{where.split(' ', 1)[-1]}: {detail}")
+        short = where[len(self.prefix):] if where.startswith(self.prefix) else where  # the row, without the file
+        self.by_reason.setdefault(reason, []).append(f"{short}: {detail}")
 
     def notes(self, total: int) -> list[str]:
         out = []
@@ -185,7 +186,7 @@ def build_dataset(rows: list[Row], columns: list[str], params: ReadParams, sourc
     if not rows:
         raise DataError(f"{source}: no row has {params.where}; expected at least one (compare the values with "
                         "`medrobust data inspect`)")
-    skips = Skips(params.strict)
+    skips = Skips(params.strict, source)
     images_dir = base_dir / params.images_dir if params.images_dir else base_dir  # absolute stays absolute
     kept: list[tuple[str, dict, Path, dict]] = []  # where, fields, image file, parsed fields
     for where, fields in rows:
@@ -195,7 +196,7 @@ def build_dataset(rows: list[Row], columns: list[str], params: ReadParams, sourc
             continue
         if not isinstance(rel, str):
             raise DataError(f"{where}: image {rel!r} is not a path; expected a non-empty string")
-        file = Path(rel) if Path(rel).is_absolute() else images_dir / rel
+        file = (Path(rel) if Path(rel).is_absolute() else images_dir / rel).resolve()  # one spelling per file
         if not file.exists():
             skips.skip(where, "missing image file", f"image file {file} not found")
             continue
@@ -213,6 +214,12 @@ def build_dataset(rows: list[Row], columns: list[str], params: ReadParams, sourc
     labels, task = _labels([(w, f.get(used["label"])) for w, f, _, _ in kept] if "label" in used
                            else [(w, None) for w, *_ in kept], params, str(source))
     sites = [_site(f.get(used["site"]), w) if "site" in used else "all" for w, f, _, _ in kept]
+    if not task.multilabel:
+        empty = [n for i, n in enumerate(task.label_names) if not (labels == i).any()]
+        if empty:
+            notes.append(f"class(es) {', '.join(map(repr, empty))} have no rows"
+                         + ("; integer labels are class indices from 0 — for labels counted from 1, map them with "
+                            "data.label_map or name them with data.label_names" if "class_0" in empty else ""))
     groups = _groups(kept, used.get("group"), notes)
     split_id = _split_ids(kept, used, labels, sites, groups, params, notes)
     site_names = tuple(sorted(set(sites)))
@@ -278,16 +285,15 @@ def _images(kept: list, params: ReadParams, source: Path, skips: Skips) -> tuple
     root = cache.cache_root(params.cache_dir)
     key = cache.key_of(source, read_params, files) if params.cache else None
     hit = cache.load(root, key) if key else None
-    if hit is not None and not (params.strict and len(hit["failed"])):
+    if hit is not None:
         arrays = dict(zip(hit["files"].tolist(), hit["images"]))
-        failed = dict(line.split("\t", 1) for line in hit["failed"].tolist())
         notes = hit["notes"].tolist()
+        failed: dict[str, str] = {}
     else:
         arrays, failed, notes = _decode(files, kept, params)
-        if key:
+        if key and not failed:  # a failure is never cached: the next read tries the file again
             stacked = np.stack(list(arrays.values())) if arrays else np.zeros((0, 1, 1, 1), np.uint8)
             cache.save(root, key, {"files": np.array(list(arrays), dtype=str), "images": stacked,
-                                   "failed": np.array([f"{k}\t{v}" for k, v in failed.items()], dtype=str),
                                    "notes": np.array(notes, dtype=str)})
     out, rows = [], []
     for row in kept:
