@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from medrobust.data.base import DataError
 from medrobust.data.vqa import normalize_answer, read_vqa_json
-from medrobust.data.vqa_source import UNSEEN, VQAParams, load_vqa, write_vqa_folder
+from medrobust.data.vqa_source import VQAParams, load_vqa, write_vqa_folder
 
 SPLITS = ("train", "val", "test")
 
@@ -82,7 +82,7 @@ def test_folder_loads_one_row_per_question_with_labels_questions_and_groups(fold
     rows = _rows(ds, folder)
     train_answers = sorted({normalize_answer(e["answer"]) for _, e in rows["train"]})
     unseen = {s: sum(normalize_answer(e["answer"]) not in train_answers for _, e in rows[s]) for s in SPLITS}
-    assert ds.task.label_names == tuple(train_answers) + ((UNSEEN,) if unseen["val"] or unseen["test"] else ())
+    assert ds.task.label_names == tuple(train_answers)
     assert {"0", "1", "yes", "no", "left"} <= set(train_answers)  # int answers read as strings
     group_of: dict[str, int] = {}
     for s in SPLITS:
@@ -91,7 +91,7 @@ def test_folder_loads_one_row_per_question_with_labels_questions_and_groups(fold
         for (name, e), label, kind, group, site in zip(rows[s], split.labels, split.extras["answer_type"],
                                                        split.groups, split.sites):
             a = normalize_answer(e["answer"])
-            assert ds.task.label_names[label] == (a if a in train_answers else UNSEEN)
+            assert (ds.task.label_names[label] == a) if a in train_answers else (label == -1)
             assert kind == ("CLOSED", "OPEN").index(e["answer_type"]) and site == 0
             assert group_of.setdefault(name, int(group)) == group  # one id per image
     assert len(set(group_of.values())) == len(group_of)
@@ -105,7 +105,7 @@ def test_folder_loads_one_row_per_question_with_labels_questions_and_groups(fold
     assert f"{unseen['test']} of {n['test']} test questions" in " ".join(ds.notes)
 
 
-def test_unseen_test_answers_get_the_last_class_and_are_counted(copy):
+def test_unseen_test_answers_are_unscored_flagged_and_counted(copy):
     test = json.loads((copy / "testset.json").read_text())
     image = test[0]["image_name"]
     test += [{"qid": 10_000, "image_name": image, "image_organ": "CHEST", "answer": 7, "answer_type": "OPEN",
@@ -113,18 +113,17 @@ def test_unseen_test_answers_get_the_last_class_and_are_counted(copy):
              {"qid": 10_001, "image_name": image, "answer": "Pneumothorax", "question": "What is the finding?"}]
     (copy / "testset.json").write_text(json.dumps(test))
     ds = load_vqa(VQAParams(path=str(copy / "trainset.json"), test_path=str(copy / "testset.json"), image_size=28))
-    assert ds.task.label_names[-1] == UNSEEN and UNSEEN not in ds.task.label_names[:-1]
-    last = ds.task.n_outputs - 1
-    assert not (ds.train.labels == last).any()  # no training question has it: never learned, always wrong
     rows = _rows(ds, copy)
     train_answers = {normalize_answer(e["answer"]) for _, e in rows["train"]}
+    assert set(ds.task.label_names) == train_answers  # no class for unseen answers: none can be predicted
     expected = [normalize_answer(e["answer"]) not in train_answers for _, e in rows["test"]]
-    np.testing.assert_array_equal(ds.test.labels == last, expected)
-    assert ds.test.labels[-2] == ds.test.labels[-1] == last and ds.test.extras["answer_type"][-1] == 1
+    np.testing.assert_array_equal(ds.test.labels == -1, expected)
+    np.testing.assert_array_equal(ds.test.extras["unseen_answer"], expected)
+    assert ds.test.labels[-2] == ds.test.labels[-1] == -1 and ds.test.extras["answer_type"][-1] == 1
     assert ds.test.indications[-2:] == ["How many ribs are visible?", "What is the finding?"]
     u, n = sum(expected), len(ds.test)
-    assert (f"{u} of {n} test questions ({100 * u / n:.1f}%) have an answer not seen in training: class "
-            f"'{UNSEEN}', which no training question has, so they count as wrong") in ds.notes
+    assert (f"{u} of {n} test questions ({100 * u / n:.1f}%) have an answer not seen in training: no answer class "
+            "can match them, so they are not scored and count as wrong in the accuracy over all questions") in ds.notes
 
 
 def test_missing_image_is_skipped_and_counted_or_an_error_with_strict(copy):
@@ -203,16 +202,16 @@ def test_slake_folder_loads_with_language_filter_and_default_imgs_dir(tmp_path):
     ds = load_vqa(VQAParams(**params))
     assert (len(ds.train), len(ds.val), len(ds.test)) == (5, 1, 2)  # English questions only
     assert ds.image_shape == (1, 16, 16) and ds.modality == "CT"  # gray JPEGs (RGB files) -> 1 channel
-    assert ds.task.label_names == ("ct", "mri", "no", "yes", UNSEEN)
+    assert ds.task.label_names == ("ct", "mri", "no", "yes")
     np.testing.assert_array_equal(ds.train.labels, [3, 2, 0, 0, 1])
     np.testing.assert_array_equal(ds.val.labels, [2])
-    np.testing.assert_array_equal(ds.test.labels, [4, 3])  # "x-ray" never seen in training
+    np.testing.assert_array_equal(ds.test.labels, [-1, 3])  # "x-ray" never seen in training: unscored
     assert ds.test.indications == ["What modality is used?", "Is this a healthy lung?"]
     np.testing.assert_array_equal(ds.train.extras["answer_type"], [0, 0, 1, 1, 1])
     assert "language 'en': dropped 8 of 16 questions whose q_lang differs (train.json: 5, validate.json: 1, " \
            "test.json: 2)" in ds.notes
-    assert "1 of 2 test questions (50.0%) have an answer not seen in training: class '(answer not in training)', " \
-           "which no training question has, so they count as wrong" in ds.notes
+    assert "1 of 2 test questions (50.0%) have an answer not seen in training: no answer class can match them, so " \
+           "they are not scored and count as wrong in the accuracy over all questions" in ds.notes
     both = load_vqa(VQAParams(**params, language=None))
     assert (len(both.train), len(both.val), len(both.test)) == (10, 2, 4)
     assert both.train.groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # both questions of an image: one group

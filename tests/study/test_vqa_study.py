@@ -41,18 +41,22 @@ def test_vqa_study_on_a_vqa_rad_folder(tmp_path):
     assert set(records) == {"clip [image+indication]"}
     for r in records.values():
         m = r.metrics
-        assert r.uses_text and set(m.subgroups) == {"CLOSED", "OPEN"}
-        n_closed, n_open = m.subgroups["CLOSED"]["n"], m.subgroups["OPEN"]["n"]
-        assert n_closed > 0 and n_open > 0
-        # overall clean accuracy is the question-weighted mean of closed and open
-        both = (m.subgroups["CLOSED"]["clean"] * n_closed + m.subgroups["OPEN"]["clean"] * n_open) / (n_closed + n_open)
-        assert abs(both - m.clean.acc) < 1e-6
+        assert r.uses_text and set(m.subgroups) == {"all", "CLOSED", "OPEN"}
+        sub = m.subgroups
+        n_closed, n_open, n_all = sub["CLOSED"]["n"], sub["OPEN"]["n"], sub["all"]["n"]
+        assert n_closed > 0 and n_open > 0 and n_closed + n_open == n_all
+        # all questions = the question-weighted mean of closed and open, unseen answers counted as wrong
+        both = (sub["CLOSED"]["clean"] * n_closed + sub["OPEN"]["clean"] * n_open) / n_all
+        assert abs(both - sub["all"]["clean"]) < 1e-6
+        scored = n_all - sub["all"]["unanswerable"]
+        assert abs(sub["all"]["clean"] - m.clean.acc * scored / n_all) < 1e-6
         assert set(m.text_attacks) == {"report-random-edits", "report-word-substitution"}
         assert m.text_attacks["report-word-substitution"]["1"] <= m.attacks["worst"]["0"] + 1e-9  # <= clean, attacked
         examples = m.text_attack_examples.get("report-random-edits", [])
         assert all("→" in e and "?" in e for e in examples)  # edited questions, shown clean → edited
     text = (out / "report" / "report.md").read_text()
     assert "CLOSED questions: clean accuracy" in text and "OPEN questions: clean accuracy" in text
+    assert "All questions: clean accuracy (answers never seen in training count as wrong)" in text
     prose, config = text.split("## Resolved configuration")
     assert "clip [image+question]" in prose and "indication" not in prose  # the question plays the indication's role
     assert "inputs: image+indication" in config  # the config keeps its own keys and values

@@ -10,9 +10,10 @@ question**.
     indications and texts: the question (the text the downstream image+text classifier sees with the image, and
         the text of image-text pre-training).
     labels: the index of the question's normalised answer (:func:`medrobust.data.vqa.normalize_answer`) in
-        ``task.label_names``: the distinct answers of the **training** questions, sorted, plus one last class
-        ``"(answer not in training)"`` only when some val / test answer is not among them. Such questions get
-        that class; no training question has it, so a classifier never learns it and they count as wrong.
+        ``task.label_names``: the distinct answers of the **training** questions, sorted. A val / test question
+        whose answer is not among them gets ``-1`` and ``extras["unseen_answer"] = True``: no class can match it,
+        so it is not scored, and the study counts it as wrong in its accuracies over all / CLOSED / OPEN
+        questions (:func:`medrobust.evaluation.robustness._subgroup`; a model can never be "right" on it).
     task: ``Task("multiclass", label_names)``.
     extras["answer_type"]: int64, 0 = CLOSED, 1 = OPEN.
     groups: one id per distinct image file (the same id in every split); the questions about one image stay
@@ -23,7 +24,8 @@ question**.
 Splits of files: ``path`` is the training json; ``test_path`` (default: a seeded split of the training images,
 ``split_fractions[1]`` of them with all their questions) and ``val_path`` (default: ``val_fraction`` of the
 remaining training images, seeded) are files of their own otherwise. Image names are relative to ``images_dir``
-(default: ``images/`` beside ``path`` (VQA-RAD), else ``imgs/`` (SLAKE), else the json's folder).
+(default: ``images/`` beside ``path`` (VQA-RAD), else ``imgs/`` (SLAKE), else the json's folder; a relative
+``images_dir`` is relative to the training json's folder, as a manifest's is to the manifest's).
 
 A question whose image file is missing is skipped and counted (the first 3 files named in the notes);
 ``strict: true`` makes it a :class:`~medrobust.data.base.DataError` naming the file and the entry index.
@@ -48,12 +50,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medrobust.data.base import DataError, Dataset, Split, Task
+from medrobust.data.base import UNLABELED, DataError, Dataset, Split, Task
 from medrobust.data.vqa import ANSWER_TYPES, VQAFile, generate_vqa, image_indices, image_names_for, normalize_answer
 from medrobust.data.vqa import read_vqa_file, write_vqa_json
 from medrobust.registry import register
 
-UNSEEN = "(answer not in training)"
 SPLITS = ("train", "val", "test")
 _TEST_STREAM, _VAL_STREAM = 0, 1  # purposes of the seeded split streams
 
@@ -164,8 +165,8 @@ def _labels(parts: dict[str, list[dict]]) -> tuple[Task, dict[str, np.ndarray], 
     answers = sorted({normalize_answer(e["answer"]) for e in parts["train"]})
     index = {a: i for i, a in enumerate(answers)}
     unseen = {s: sum(normalize_answer(e["answer"]) not in index for e in parts[s]) for s in SPLITS}
-    names = tuple(answers) + ((UNSEEN,) if unseen["val"] or unseen["test"] else ())
-    labels = {s: np.array([index.get(normalize_answer(e["answer"]), len(answers)) for e in parts[s]],
+    names = tuple(answers)
+    labels = {s: np.array([index.get(normalize_answer(e["answer"]), UNLABELED) for e in parts[s]],
                           dtype=np.int64) for s in SPLITS}
     try:
         task = Task("multiclass", names)
@@ -185,8 +186,8 @@ def _unseen_notes(unseen: dict[str, int], sizes: dict[str, int]) -> list[str]:
         if sizes[s]:
             u = unseen[s]
             notes.append(f"{u} of {sizes[s]} {s} questions ({100.0 * u / sizes[s]:.1f}%) have an answer not seen in "
-                         f"training" + (f": class {UNSEEN!r}, which no training question has, so they count as wrong"
-                                        if u else ""))
+                         f"training" + (": no answer class can match them, so they are not scored and count as "
+                                        "wrong in the accuracy over all questions" if u else ""))
     return notes
 
 
@@ -270,7 +271,7 @@ def load_vqa(params: VQAParams | str | Path | None = None) -> Dataset:
 
 def _files(params: VQAParams) -> Dataset:
     path = Path(params.path)
-    images_dir = Path(params.images_dir) if params.images_dir is not None else default_images_dir(path)
+    images_dir = path.parent / params.images_dir if params.images_dir is not None else default_images_dir(path)
     files = {"train": read_vqa_file(path, params.language)}
     for s, p in (("val", params.val_path), ("test", params.test_path)):
         if p is not None:
@@ -362,15 +363,17 @@ def _dataset(name: str, source: str, entries: dict[str, list[dict]], rows: dict[
             x = np.asarray(images)
         questions = [e["question"] for e in entries[s]]
         splits[s] = Split(images=x, labels=labels[s], sites=np.asarray(sites, dtype=np.int64), texts=questions,
-                          indications=list(questions), extras={"answer_type": _answer_types(entries[s])},
+                          indications=list(questions),
+                          extras={"answer_type": _answer_types(entries[s]), "unseen_answer": labels[s] == UNLABELED},
                           groups=np.asarray(groups, dtype=np.int64))
     n_img = {s: len(set(np.asarray(rows[s][2]).tolist())) for s in SPLITS}
     head = (f"questions per split (one row each): train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; "
             f"on {n_img['train']}, {n_img['val']}, {n_img['test']} images")
-    answers = (f"answers: {task.n_outputs - (task.label_names[-1] == UNSEEN)} distinct training answers "
+    answers = (f"answers: {task.n_outputs} distinct training answers "
                f"(labels); {int((splits['train'].extras['answer_type'] == 0).sum())} CLOSED and "
                f"{int((splits['train'].extras['answer_type'] == 1).sum())} OPEN training questions")
     return Dataset(name=name, task=task, site_names=tuple(site_names), source=source, modality=modality,
+                   context_name="question", group_name="images",
                    notes=tuple([head, answers] + notes + _unseen_notes(unseen, sizes)), **splits)
 
 

@@ -106,6 +106,9 @@ class EvalData:
     holdout_labels: np.ndarray | None = None
     holdout_tokens: np.ndarray | None = None
     test_subgroups: dict[str, np.ndarray] | None = None  # name -> bool [N_test], e.g. VQA's CLOSED / OPEN questions
+    # name -> test examples of that subgroup that are not scored because no model can get them right (VQA: an
+    # answer never seen in training); the subgroup's accuracies count them as wrong
+    test_unanswerable: dict[str, int] | None = None
 
 
 def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
@@ -221,22 +224,31 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     if data.test_subgroups:
         clean_all = per_example_accuracy(clean_logits, torch.as_tensor(data.test_labels), task).numpy()
         ref = float(cfg.reference_epsilon)
-        metrics["subgroups"] = {name: _subgroup(mask, clean_all, subset, worst.get(ref), corrupted)
+        wrong = data.test_unanswerable or {}
+        metrics["subgroups"] = {name: _subgroup(mask, clean_all, subset, worst.get(ref), corrupted, wrong.get(name, 0))
                                 for name, mask in data.test_subgroups.items()}
     return ClassifierMetrics.model_validate(metrics)
 
 
-def _subgroup(mask: np.ndarray, clean: np.ndarray, subset: np.ndarray, worst, corrupted) -> dict[str, float]:
+def _subgroup(mask: np.ndarray, clean: np.ndarray, subset: np.ndarray, worst, corrupted, unanswerable: int = 0
+              ) -> dict[str, float]:
     """Accuracy of one subgroup of the test examples: clean, worst case at the reference ε (on the attacked
-    examples in it), mean over corruptions; ``n`` test examples, ``n_adversarial`` attacked ones."""
+    examples in it), mean over corruptions; ``n`` scored test examples, ``n_adversarial`` attacked ones.
+
+    ``unanswerable`` examples of the subgroup were not scored (no model can get them right, e.g. VQA answers never
+    seen in training): every accuracy counts them as wrong, ``acc × n / (n + unanswerable)`` — exact for clean and
+    corruptions; for the worst case, the attacked subset's accuracy scaled the same way."""
     mask = np.asarray(mask, dtype=bool)
-    out = {"n": float(mask.sum()), "clean": float(clean[mask].mean()) if mask.any() else float("nan")}
+    n = int(mask.sum())
+    scale = n / (n + unanswerable) if n + unanswerable else float("nan")
+    out = {"n": float(n + unanswerable), "unanswerable": float(unanswerable),
+           "clean": float(clean[mask].mean()) * scale if n else 0.0 if unanswerable else float("nan")}
     in_subset = mask[subset]
     out["n_adversarial"] = float(in_subset.sum())
     if worst is not None and in_subset.any():
-        out["worst"] = float(np.asarray(worst)[in_subset].mean())
-    if corrupted is not None and mask.any():
-        out["corruptions"] = float(np.asarray(corrupted)[mask].mean())
+        out["worst"] = float(np.asarray(worst)[in_subset].mean()) * scale
+    if corrupted is not None and n:
+        out["corruptions"] = float(np.asarray(corrupted)[mask].mean()) * scale
     return out
 
 

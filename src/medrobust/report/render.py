@@ -158,7 +158,8 @@ def _subgroup_tables(records: list[RunRecord], setup: StudyFacts, ref: str | Non
     for name in names:
         for key, label in (("clean", "clean accuracy"), ("worst", f"worst-case robust accuracy at ε={eps}"),
                            ("corruptions", "mean corruption accuracy")):
-            metric = tables.Metric(f"subgroup_{name}_{key}", f"{name} questions: {label}", "pct", True,
+            metric = tables.Metric(f"subgroup_{name}_{key}", f"{name} questions: {label} (answers never seen in "
+                                   "training count as wrong)", "pct", True,
                                    lambda r, n=name, k=key: r.metrics.subgroups.get(n, {}).get(k, math.nan))
             out.append(tables.metric_table(records, setup, metric))
     return [t for t in out if t is not None]

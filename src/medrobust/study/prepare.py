@@ -109,6 +109,7 @@ def prepare(cfg: StudyConfig) -> PreparedData:
         raise ConfigError("'data.holdout_sites' holds out every site; nothing is left to train on")
     in_site = lambda split: split.subset(~np.isin(split.sites, held))  # noqa: E731
     train, test = in_site(dataset.train), in_site(dataset.test)
+    unanswerable = test.subset(~test.labeled & test.extras["unseen_answer"]) if "unseen_answer" in test.extras else None
     test = test.subset(test.labeled)  # metrics need labels; unlabeled test pairs are not scored
     holdout = None
     if len(held):
@@ -141,9 +142,12 @@ def prepare(cfg: StudyConfig) -> PreparedData:
         if indications is not None:  # what the classifier sees with the image
             eval_kwargs = {"test_tokens": indications.test, "test_texts": test.indications,
                            "holdout_tokens": indications.holdout, "tokenizer": tokenizer}
-    if "answer_type" in test.extras:  # VQA: accuracy on closed (yes/no) and open questions too
+    if "answer_type" in test.extras:  # VQA: accuracy on all, closed (yes/no) and open questions, unseen answers wrong
         kinds = np.asarray(test.extras["answer_type"])
-        eval_kwargs["test_subgroups"] = {"CLOSED": kinds == 0, "OPEN": kinds == 1}
+        eval_kwargs["test_subgroups"] = {"all": np.ones(len(kinds), bool), "CLOSED": kinds == 0, "OPEN": kinds == 1}
+        unscored = unanswerable.extras["answer_type"] if len(unanswerable) else np.zeros(0, np.int64)
+        eval_kwargs["test_unanswerable"] = {"all": len(unscored), "CLOSED": int((unscored == 0).sum()),
+                                            "OPEN": int((unscored == 1).sum())}
     eval_data = EvalData(task=dataset.task, test_images=test.images, test_labels=test.labels,
                          holdout_images=None if holdout is None else holdout.images,
                          holdout_labels=None if holdout is None else holdout.labels, **eval_kwargs)
