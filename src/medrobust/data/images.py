@@ -21,6 +21,8 @@ Fitting (:func:`fit_image`), the one documented resizing rule of every data sour
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,24 @@ def suffix_of(path: str | Path) -> str:
     """The lower-case suffix, ``.nii.gz`` counted as one."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def short_path(path: str | Path, limit: int = 160) -> str:
+    """``repr`` of a path, shortened in the middle when longer than ``limit`` (a corrupt cell can be megabytes)."""
+    text = str(path)
+    return repr(text) if len(text) <= limit else repr(text[: limit - 40]) + " ... " + repr(text[-30:])
+
+
+def unusable_path(path: str | Path) -> str | None:
+    """Why ``path`` cannot name a file on this system (a NUL byte, a name too long), or None when it can."""
+    try:
+        os.stat(path)
+    except (ValueError, TypeError) as err:  # embedded NUL byte, or not encodable
+        return str(err)
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            return err.strerror or "file name too long"
+    return None
 
 
 def is_dicom(path: Path) -> bool:
@@ -68,6 +88,10 @@ def read_image(file: Path, where: str, *, draft: int | None = None, window: tupl
     """
     file = Path(file)
     suffix = suffix_of(file)
+    reason = unusable_path(file)
+    if reason is not None:
+        raise DataError(f"{where}: image path {short_path(file)} cannot name a file ({reason}); expected the path of "
+                        "an image file")
     if file.is_dir():
         from medrobust.data.volumes import read_dicom_series
 
@@ -89,7 +113,7 @@ def read_image(file: Path, where: str, *, draft: int | None = None, window: tupl
         return read_nifti(file, where, frame=frame)
     try:
         if suffix == ".npy":
-            arr = _npy_image(np.load(file, allow_pickle=False), file, where)
+            arr = _npy_image(_load_npy(file, where), file, where)
         else:
             arr = _pil_read(file, where, draft)
     except DataError:
@@ -157,11 +181,27 @@ def percentile_unit(arr: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> np.nd
     return np.clip((arr - a) / (b - a), 0.0, 1.0).astype(np.float32)
 
 
+def _load_npy(file: Path, where: str) -> np.ndarray:
+    """``np.load`` of one ``.npy`` array; a damaged file is a one-line DataError."""
+    try:
+        arr = np.load(file, allow_pickle=False)
+    except Exception as err:  # numpy's header parser raises many kinds (SyntaxError, tokenize.TokenError, ...)
+        detail = (str(err).strip().splitlines() or ["no details"])[0]
+        raise DataError(f"{where}: cannot read image {file} ({type(err).__name__}: {detail}); expected a valid .npy "
+                        "file (one array written by numpy.save)") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive (np.load returns its NpzFile)
+        arr.close()
+        raise DataError(f"{where}: image {file} is an .npz archive, not one .npy array; expected a .npy file")
+    return arr
+
+
 def _npy_image(arr: np.ndarray, file: Path, where: str) -> np.ndarray:
     if arr.dtype in (np.float16, np.float64):
         arr = arr.astype(np.float32)
     if arr.dtype not in (np.uint8, np.float32):
         raise DataError(f"{where}: image {file} has dtype {arr.dtype}; expected uint8 or float32 in [0, 1]")
+    if arr.ndim in (2, 3, 4) and arr.size == 0:
+        raise DataError(f"{where}: image {file} has shape {arr.shape}, no pixels; expected every axis of length >= 1")
     if arr.ndim == 2:
         return arr[None]
     if arr.ndim == 3 or (arr.ndim == 4 and arr.shape[0] == 1):

@@ -109,6 +109,9 @@ def _describe_npz(path: Path) -> str:
         x, y = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
         if x is None or y is None:
             continue
+        if x.ndim == 0 or y.ndim not in (1, 2):
+            lines.append(f"{split}: images shape {x.shape}, labels shape {y.shape} (will not load)")
+            continue
         dist = _distribution(y.astype(np.int64), names) if np.issubdtype(y.dtype, np.integer) else "non-integer"
         lines.append(f"{split}: {len(x)} images, labels {dist}")
     return "\n".join(lines)
@@ -133,7 +136,8 @@ def _describe_manifest(path: Path) -> str:
         lines.append(f"labels: multilabel, {width} findings; positives per finding: "
                      + ", ".join(f"{i}: {p}" for i, p in enumerate(pos)))
     else:
-        counts = Counter(lab for lab in labels if lab is not None)
+        counts = Counter(lab if isinstance(lab, (str, int, float)) else repr(lab)  # a mis-typed {...} is unhashable
+                         for lab in labels if lab is not None)
         kind = "none" if not counts else f"single-label, {len(counts)} classes"
         lines.append(f"labels: {kind}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str)))
     lines.append(f"unlabeled entries: {unlabeled}")

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from medrobust.data import cache
 from medrobust.data.base import UNLABELED, Dataset, DataError, Split, Task
 from medrobust.data.images import (IMAGE_SUFFIXES, fit_image, is_gray, read_image,  # noqa: F401 - re-exported
-                                   target_shape)
+                                   short_path, target_shape, unusable_path)
 from medrobust.data.table import Row, check_columns, read_rows
 from medrobust.registry import register
 
@@ -58,6 +58,7 @@ DEFAULT_COLUMNS = {"image": "image", "text": "text", "context": "indication", "l
 DEFAULT_SIZE = {2: 64, 3: 32}
 UNKNOWN_SITE = "unknown"
 NAMED = 3  # skipped rows named per reason
+MAX_INFERRED_CLASSES = 10_000  # class names made up from the largest label: more is a corrupt label, not a task
 
 
 class Columns(BaseModel):
@@ -196,6 +197,10 @@ def build_dataset(rows: list[Row], columns: list[str], params: ReadParams, sourc
             continue
         if not isinstance(rel, str):
             raise DataError(f"{where}: image {rel!r} is not a path; expected a non-empty string")
+        reason = unusable_path(Path(rel) if Path(rel).is_absolute() else images_dir / rel)
+        if reason is not None:  # a NUL byte or a name too long for the file system: no such file can exist
+            skips.skip(where, "missing image file", f"image path {short_path(rel)} cannot name a file ({reason})")
+            continue
         file = (Path(rel) if Path(rel).is_absolute() else images_dir / rel).resolve()  # one spelling per file
         if not file.exists():
             skips.skip(where, "missing image file", f"image file {file} not found")
@@ -450,6 +455,10 @@ def _resolve_task(params: ReadParams, labels: list, kind: str | None, rows: list
         task = "multilabel"
     else:
         top = max((v for v in labels if v is not None), default=0)
+        if task != "binary" and not params.label_names and top >= MAX_INFERRED_CLASSES:
+            w = next(w for w, v in rows if v == top)
+            raise DataError(f"{w}: label {top} would make {top + 1} classes; expected class indices below "
+                            f"{MAX_INFERRED_CLASSES} (or name the classes with data.label_names)")
         n = 2 if task == "binary" else max(2, top + 1)
         names = params.label_names or [f"class_{i}" for i in range(n)]
         if task == "auto":
@@ -517,8 +526,9 @@ def _split_ids(kept: list, used: dict, labels: np.ndarray, sites: list[str], gro
             out[i] = SPLIT_ALIASES[value]
         if groups is not None:
             leaked = [g for g in np.unique(groups) if len(np.unique(out[groups == g])) > 1]
-            if leaked:
-                notes.append(f"warning: {len(leaked)} group(s) ({used['group']}) have images in more than one of the "
+            if leaked:  # groups are patients (the group column) and rows that share an image file
+                what = used["group"] if "group" in used else "rows sharing an image file"
+                notes.append(f"warning: {len(leaked)} group(s) ({what}) have images in more than one of the "
                              "given splits: the split leaks patients")
         return out
     label_key = [str(row.tolist()) for row in labels]

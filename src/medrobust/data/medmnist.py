@@ -33,6 +33,7 @@ from medrobust.registry import register
 
 SPLITS = ("train", "val", "test")
 KEYS = tuple(f"{s}_{k}" for s in SPLITS for k in ("images", "labels"))
+MAX_INFERRED_CLASSES = 10_000  # class names made up from the largest label: more is a corrupt label, not a task
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,12 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         if isinstance(err, DataError):
             raise
         raise DataError(f"{path}: not a valid .npz archive (corrupt or truncated?): {err}") from err
+    except Exception as err:  # also numpy's header parser (SyntaxError, ...), zipfile (NotImplementedError for an
+        # unknown compression method, RuntimeError for an encrypted member) and MemoryError for a header that
+        # claims a huge array
+        detail = (str(err).strip().splitlines() or ["no details"])[0]
+        raise DataError(f"{path}: not a valid .npz archive (corrupt or truncated?): {type(err).__name__}: "
+                        f"{detail}") from err
 
 
 class MedMNISTParams(BaseModel):
@@ -404,6 +411,9 @@ def _resolve_task(params: MedMNISTParams, labels: dict[str, np.ndarray], info: S
             names = params.label_names
         elif info is not None and info.task != "multilabel":
             names = info.label_names
+        elif kind != "binary" and top >= MAX_INFERRED_CLASSES:
+            raise DataError(f"{where}: the largest label is {top}, which would make {top + 1} classes; expected "
+                            f"class indices below {MAX_INFERRED_CLASSES} (or give label_names)")
         else:
             names = tuple(f"class_{i}" for i in range(2 if kind == "binary" else max(2, top + 1)))
         kind = kind or ("binary" if len(names) == 2 else "multiclass")

@@ -56,6 +56,9 @@ def _jsonl(path: Path) -> tuple[list[Row], list[str]]:
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: bad JSON ({err.msg} at column {err.colno}); expected one JSON object "
                                 "per line") from None
+            except RecursionError:
+                raise DataError(f"{where}: JSON nested too deeply to read; expected one flat JSON object per "
+                                "line") from None
             if not isinstance(entry, dict):
                 raise DataError(f"{where}: got {type(entry).__name__} {line.strip()[:60]!r}; expected a JSON object")
             columns.update(dict.fromkeys(entry))

@@ -15,12 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from medrobust.data.base import Dataset, DataError
-from medrobust.data.images import IMAGE_SUFFIXES, suffix_of
+from medrobust.data.images import IMAGE_SUFFIXES, is_dicom, suffix_of
 from medrobust.data.manifest import ReadParams, build_dataset
 from medrobust.data.table import check_columns, read_rows
 from medrobust.registry import register
-
-TABLES = (".csv", ".tsv", ".jsonl", ".json", ".txt", ".md")
 
 
 class VolumesParams(ReadParams):
@@ -44,6 +42,8 @@ def cases(folder: Path) -> dict[str, str]:
             case = p.name
         elif suffix_of(p) in IMAGE_SUFFIXES:
             case = p.name[: -len(suffix_of(p))]
+        elif is_dicom(p):  # an extension-less DICOM file
+            case = p.name
         else:
             continue
         if case in out:
@@ -63,6 +63,7 @@ def load_volumes(params: VolumesParams) -> Dataset:
     found = cases(folder)
     notes: list[str] = []
     by_case: dict[str, dict] = {}
+    row_of: dict[str, str] = {}  # case -> its row in the label table, for messages
     columns = ["image", params.case_column]
     source = folder
     if params.labels:
@@ -74,7 +75,7 @@ def load_volumes(params: VolumesParams) -> Dataset:
             case = case[: -len(suffix_of(case))] if suffix_of(case) in IMAGE_SUFFIXES else case
             if case in by_case:
                 raise DataError(f"{where}: case {case!r} repeats an earlier row; expected one row per case")
-            by_case[case] = fields
+            by_case[case], row_of[case] = fields, where
         columns += [c for c in label_columns if c not in columns]
         missing = [c for c in by_case if c not in found]
         if missing:
@@ -83,7 +84,8 @@ def load_volumes(params: VolumesParams) -> Dataset:
     rows = []
     for i, (case, rel) in enumerate(found.items()):
         fields = {c: None for c in columns} | by_case.get(case, {}) | {"image": rel, params.case_column: case}
-        rows.append((f"{folder} case {i} ({case})", fields))
+        label_row = f"; labels: {row_of[case]}" if case in row_of else ""
+        rows.append((f"{folder} case {i} ({case}{label_row})", fields))
     if params.labels:
         unlabeled = sum(c not in by_case for c in found)
         if unlabeled:

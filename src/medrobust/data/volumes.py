@@ -172,6 +172,21 @@ def _has_pixels(ds) -> bool:
     return any(k in ds for k in _PIXEL_KEYWORDS)
 
 
+def _int_tag(ds, keyword: str, default: int | None = None) -> int | None:
+    """A single-valued integer tag, or ``default`` when it is missing, empty or malformed (several values, text)."""
+    value = ds.get(keyword)
+    try:
+        return default if value is None or value == "" else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _image_size(ds) -> tuple[int, int] | None:
+    """(Rows, Columns) when both are positive integers, else None."""
+    rows, cols = _int_tag(ds, "Rows"), _int_tag(ds, "Columns")
+    return (rows, cols) if rows is not None and cols is not None and rows > 0 and cols > 0 else None
+
+
 def _check_pixels(ds, path: Path, where: str) -> None:
     if not _has_pixels(ds):
         raise DataError(f"{where}: {path} has no pixel data (a DICOM without an image, e.g. a structured report); "
@@ -179,11 +194,22 @@ def _check_pixels(ds, path: Path, where: str) -> None:
     for key in ("Rows", "Columns"):
         if key not in ds:
             raise DataError(f"{where}: {path} has pixel data but no {key} attribute; expected a DICOM image")
+    if _image_size(ds) is None:
+        raise DataError(f"{where}: {path} has Rows {ds.get('Rows')!r} and Columns {ds.get('Columns')!r}; expected "
+                        "two positive integers")
 
 
 def _transfer_syntax(ds):
+    """The file's transfer syntax (a pydicom UID); None when missing, or when the value is not a transfer syntax UID
+    (a damaged header: text, several values, or another kind of UID)."""
+    from pydicom.uid import UID
+
     meta = getattr(ds, "file_meta", None)
-    return meta.get("TransferSyntaxUID") if meta is not None else None
+    value = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not isinstance(value, str):
+        return None
+    uid = value if isinstance(value, UID) else UID(value)
+    return uid if uid.is_transfer_syntax else None
 
 
 def _pixels(ds, path: Path, where: str, index: int | None = None) -> np.ndarray:
@@ -191,7 +217,11 @@ def _pixels(ds, path: Path, where: str, index: int | None = None) -> np.ndarray:
     from pydicom.pixels import get_decoder
 
     ts = _transfer_syntax(ds)
-    if ts is not None and getattr(ts, "is_compressed", False):
+    meta = getattr(ds, "file_meta", None)
+    if ts is None and meta is not None and meta.get("TransferSyntaxUID") is not None:
+        raise DataError(f"{where}: {path} has TransferSyntaxUID {str(meta.get('TransferSyntaxUID'))[:80]!r}, which is "
+                        "not a transfer syntax; expected e.g. 1.2.840.10008.1.2.1 (Explicit VR Little Endian)")
+    if ts is not None and ts.is_compressed:
         try:
             decoder = get_decoder(ts)
         except NotImplementedError as err:
@@ -221,10 +251,7 @@ def _decoder_hint(ts_name: str) -> str:
 
 
 def _frames(ds) -> int:
-    try:
-        return max(int(ds.get("NumberOfFrames") or 1), 1)
-    except (TypeError, ValueError):
-        return 1
+    return max(_int_tag(ds, "NumberOfFrames", 1) or 1, 1)
 
 
 def _group_item(ds, frame: int, keyword: str):
@@ -260,10 +287,26 @@ def _rescale(frames: np.ndarray, ds) -> np.ndarray:
         src = item if item is not None and "RescaleSlope" in item else ds
         slope = _first(src.get("RescaleSlope"))
         intercept = _first(src.get("RescaleIntercept"))
-        if slope is not None and slope != 1:
-            out[f] *= slope
-        if intercept:
-            out[f] += intercept
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge or NaN slope: refused by _rescaled
+            if slope is not None and slope != 1:
+                out[f] *= slope
+            if intercept:
+                out[f] += intercept
+    return out
+
+
+def _rescaled(frames: np.ndarray, ds, path: Path, where: str) -> np.ndarray:
+    """:func:`_rescale`, refusing a rescale that gives NaN or infinite values (e.g. ``RescaleSlope`` NaN or 1e308)
+    and a Modality LUT that pydicom cannot apply."""
+    try:
+        out = _rescale(frames, ds)
+    except Exception as err:  # apply_modality_lut on a malformed table: TypeError, IndexError, ValueError, ...
+        raise DataError(f"{where}: {path} has an unusable ModalityLUTSequence ({type(err).__name__}: "
+                        f"{_first_line(err)}); expected a valid Modality LUT or rescale slope / intercept") from err
+    if not np.isfinite(out).all():
+        raise DataError(f"{where}: {path} rescales to NaN or infinite values (RescaleSlope "
+                        f"{ds.get('RescaleSlope')!r}, RescaleIntercept {ds.get('RescaleIntercept')!r}); expected a "
+                        "finite slope and intercept")
     return out
 
 
@@ -307,10 +350,15 @@ def _gray_unit(values: np.ndarray, ds, window: tuple[float, float] | None, path:
         center, width = _window_arg(window, path, where)
         out = _window_unit(values, center, width)
     else:
-        out = _voi_lut(values, ds)
+        try:
+            out = _voi_lut(values, ds)
+        except Exception as err:  # a malformed table: pydicom's apply_voi raises TypeError, IndexError, ...
+            raise DataError(f"{where}: {path} has an unusable VOILUTSequence ({type(err).__name__}: "
+                            f"{_first_line(err)}); expected a valid VOI LUT, or pass a window") from err
         if out is None:
             file_window = _file_window(ds)
-            if file_window is not None and _valid_window(file_window[1], file_window[2]):
+            if (file_window is not None and np.isfinite(file_window[:2]).all()
+                    and _valid_window(file_window[1], file_window[2])):
                 out = _window_unit(values, *file_window)
             else:
                 out = _percentile_unit(values)
@@ -343,7 +391,7 @@ def _colour_unit(arr: np.ndarray, ds, path: Path, where: str) -> np.ndarray:
         scale = float(np.iinfo(rgb.dtype).max) if np.issubdtype(rgb.dtype, np.integer) else 1.0
     else:
         rgb = arr
-        bits = int(ds.get("BitsStored") or 8)
+        bits = _int_tag(ds, "BitsStored", 8) or 8
         scale = float(2**bits - 1)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise DataError(f"{where}: {path} is {pi} but decodes to shape {rgb.shape}; expected [rows, columns, 3]")
@@ -352,7 +400,7 @@ def _colour_unit(arr: np.ndarray, ds, path: Path, where: str) -> np.ndarray:
 
 def _is_colour(ds) -> bool:
     pi = str(ds.get("PhotometricInterpretation", "")).upper()
-    return pi in _COLOUR or int(ds.get("SamplesPerPixel") or 1) == 3
+    return pi in _COLOUR or _int_tag(ds, "SamplesPerPixel", 1) == 3
 
 
 def read_dicom(path: Path, where: str, *, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -381,7 +429,7 @@ def read_dicom(path: Path, where: str, *, window: tuple[float, float] | None = N
         raise DataError(f"{where}: {path} decodes to shape {arr.shape} with {n_frames} frame(s); expected a "
                         "grayscale image [rows, columns] or [frames, rows, columns]")
     frames = arr.reshape(-1, *arr.shape[-2:])
-    out = _gray_unit(_rescale(frames, ds), ds, window, path, where)
+    out = _gray_unit(_rescaled(frames, ds, path, where), ds, window, path, where)
     return out[None] if n_frames > 1 else out  # [1, D, H, W] or [1, H, W]
 
 
@@ -433,11 +481,12 @@ def _series(folder: Path, where: str) -> tuple[list[tuple[Path, Any]], str]:
     if len(uids) > 1:
         parts = ", ".join(f"{uid or '(none)'}: {n} files" for uid, n in uids.most_common())
         raise DataError(f"{where}: {folder} holds {len(uids)} series ({parts}); expected the slices of one series")
-    shapes = Counter((int(ds.Rows), int(ds.Columns)) for _, ds in items)
+    shapes = Counter(_image_size(ds) for _, ds in items)  # checked by _check_pixels
     expected = shapes.most_common(1)[0][0]
     for p, ds in items:
-        if (int(ds.Rows), int(ds.Columns)) != expected:
-            raise DataError(f"{where}: {p} is {int(ds.Rows)}x{int(ds.Columns)} but the other slices of {folder} are "
+        if _image_size(ds) != expected:
+            rows, cols = _image_size(ds)
+            raise DataError(f"{where}: {p} is {rows}x{cols} but the other slices of {folder} are "
                             f"{expected[0]}x{expected[1]}; expected slices of one shape")
     return _order_slices(items)
 
@@ -477,7 +526,7 @@ def _series_values(items, where: str) -> np.ndarray:
         arr = _pixels(ds, p, where)
         if arr.ndim != 2:
             raise DataError(f"{where}: {p} decodes to shape {arr.shape}; expected one grayscale slice")
-        slices.append(_rescale(arr[None], ds)[0])
+        slices.append(_rescaled(arr[None], ds, p, where)[0])
     return np.stack(slices)
 
 
@@ -529,6 +578,8 @@ def _nifti_shape(img, path: Path, where: str) -> tuple[int, ...]:
         shape = shape[:-1]
     if not 2 <= len(shape) <= 4:
         raise DataError(f"{where}: {path} has shape {tuple(img.shape)}; expected a 2D, 3D or 4D (time series) image")
+    if min(shape) < 1:
+        raise DataError(f"{where}: {path} has shape {tuple(img.shape)}; expected every axis of length >= 1")
     return shape
 
 
@@ -536,10 +587,29 @@ def _canonical_ornt(img) -> np.ndarray:
     """nibabel's closest-canonical (RAS+) orientation of the voxel axes; identity for a degenerate affine."""
     from nibabel.orientations import io_orientation
 
-    ornt = io_orientation(img.affine)
+    identity = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():  # NaN / inf zooms or quaternions: no orientation to speak of
+        return identity
+    try:
+        ornt = io_orientation(affine)
+    except (np.linalg.LinAlgError, ValueError):
+        return identity
     if np.isnan(ornt).any():
-        return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+        return identity
     return ornt
+
+
+def _axcodes(img) -> tuple[str, ...]:
+    """The NIfTI axis codes (e.g. ``('L', 'A', 'S')``), ``'?'`` for an axis a degenerate affine leaves undefined."""
+    import nibabel as nib
+
+    affine = np.asarray(img.affine, dtype=np.float64)
+    try:
+        codes = nib.aff2axcodes(affine) if np.isfinite(affine).all() else (None,) * 3
+    except (np.linalg.LinAlgError, ValueError):
+        codes = (None,) * 3
+    return tuple("?" if c is None else str(c) for c in codes)
 
 
 def read_nifti(path: Path, where: str, *, frame: int = 0) -> np.ndarray:
@@ -625,6 +695,17 @@ def volume_info(path: Path) -> dict:
                     "folder of DICOM slices")
 
 
+def _pair(value) -> tuple[float, float] | None:
+    """A two-valued tag (PixelSpacing) as two finite floats, or None when it is missing or malformed."""
+    try:
+        if value is None or isinstance(value, (str, bytes)) or len(value) != 2:
+            return None
+        pair = (float(value[0]), float(value[1]))
+    except (TypeError, ValueError):
+        return None
+    return pair if np.isfinite(pair).all() else None
+
+
 def _spacing(ds) -> tuple[float | None, tuple[float, float] | None]:
     """(slice thickness, (row, column) pixel spacing) from the functional groups or the top level."""
     item = _group_item(ds, 0, "PixelMeasuresSequence")
@@ -632,8 +713,8 @@ def _spacing(ds) -> tuple[float | None, tuple[float, float] | None]:
     for src in (item, ds):
         if src is None:
             continue
-        if pixel is None and src.get("PixelSpacing") is not None and len(src.PixelSpacing) == 2:
-            pixel = (float(src.PixelSpacing[0]), float(src.PixelSpacing[1]))
+        if pixel is None:
+            pixel = _pair(src.get("PixelSpacing"))
         if thickness is None:
             thickness = _first(src.get("SpacingBetweenSlices")) or _first(src.get("SliceThickness"))
     return thickness, pixel
@@ -654,7 +735,11 @@ def _dicom_info(path: Path) -> dict:
     if not _has_pixels(ds) or "Rows" not in ds:
         info["note"] = "no pixel data (a DICOM without an image, e.g. a structured report)"
         return info
-    rows, cols, samples = int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel") or 1)
+    if _image_size(ds) is None:
+        info["note"] = (f"Rows {ds.get('Rows')!r} and Columns {ds.get('Columns')!r} are not two positive integers "
+                        "(will not load)")
+        return info
+    (rows, cols), samples = _image_size(ds), _int_tag(ds, "SamplesPerPixel", 1) or 1
     info["shape"] = (frames,) * (frames > 1) + (rows, cols) + (samples,) * (samples > 1)
     info["read_shape"] = (3, rows, cols) if colour else (1, frames, rows, cols) if frames > 1 else (1, rows, cols)
     if pixel is not None:
@@ -666,7 +751,11 @@ def _dicom_info(path: Path) -> dict:
         info["note"] = str(err).split(": ", 1)[-1]
         return info
     info["dtype"] = str(arr.dtype)
-    values = arr if colour else _rescale(arr.reshape(-1, rows, cols), ds)
+    try:
+        values = arr if colour else _rescaled(arr.reshape(-1, rows, cols), ds, path, where)
+    except DataError as err:
+        info["note"] = str(err).split(": ", 1)[-1]
+        return info
     info["value_range"] = (float(values.min()), float(values.max()))
     return info
 
@@ -692,8 +781,6 @@ def _series_info(folder: Path) -> dict:
 
 
 def _nifti_info(path: Path) -> dict:
-    import nibabel as nib
-
     where = "inspect"
     img = _load_nifti(path, where)
     shape = _nifti_shape(img, path, where)
@@ -726,6 +813,6 @@ def _nifti_info(path: Path) -> dict:
             "read_shape": tuple(int(s) for s in read_shape), "dtype": str(img.get_data_dtype()),
             "spacing": tuple(float(z) for z in header.get_zooms()), "slice_thickness": None,
             "value_range": value_range,
-            "window": None, "voi_lut": False, "orientation": tuple(nib.aff2axcodes(img.affine)),
+            "window": None, "voi_lut": False, "orientation": _axcodes(img),
             "endianness": "big" if header.endianness == ">" else "little", "non_finite": non_finite,
             "description": description or None, "transfer_syntax": None, "note": note}

@@ -336,6 +336,8 @@ def read_vqa_file(path: str | Path, language: str | None = None) -> VQAFile:
                         "list of question objects") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason}); expected a UTF-8 JSON file") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read; expected a JSON list of question objects") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: top level is a JSON {type(data).__name__}; expected a list of question objects")
     if not data:

@@ -160,7 +160,7 @@ class _Part:
         return len(self.entries)
 
 
-def _labels(parts: dict[str, list[dict]]) -> tuple[Task, dict[str, np.ndarray], dict[str, int]]:
+def _labels(parts: dict[str, list[dict]], source: str = "vqa") -> tuple[Task, dict[str, np.ndarray], dict[str, int]]:
     """Task, int64 labels per split and the count of unseen answers per split (module docstring)."""
     answers = sorted({normalize_answer(e["answer"]) for e in parts["train"]})
     index = {a: i for i, a in enumerate(answers)}
@@ -171,7 +171,7 @@ def _labels(parts: dict[str, list[dict]]) -> tuple[Task, dict[str, np.ndarray], 
     try:
         task = Task("multiclass", names)
     except DataError as err:
-        raise DataError(f"vqa: the training questions have {len(answers)} distinct answer(s) {answers}; "
+        raise DataError(f"{source}: the training questions have {len(answers)} distinct answer(s) {answers[:5]}; "
                         f"expected at least 2 classes ({err})") from None
     return task, labels, unseen
 
@@ -234,13 +234,17 @@ def _read_images(parts: dict[str, _Part], images_dir: Path, params: VQAParams
 
 def _missing(part: _Part, images_dir: Path, strict: bool) -> tuple[_Part, list[tuple[str, Path]]]:
     """``part`` without the questions whose image file does not exist, and those ``(where, file)``."""
+    from medrobust.data.images import short_path, unusable_path
+
     keep, missing = [], []
     for k, e in enumerate(part.entries):
         file = images_dir / e["image_name"]
-        ok = file.exists()
+        reason = unusable_path(file)  # a NUL byte or a name too long: no such file can exist
+        ok = reason is None and file.exists()
         if not ok:
             if strict:
-                raise DataError(f"{part.where(k)}: image file {file} not found (image_name {e['image_name']!r} "
+                what = f"{file} not found" if reason is None else f"{short_path(file)} cannot name a file ({reason})"
+                raise DataError(f"{part.where(k)}: image file {what} (image_name {short_path(e['image_name'])} "
                                 f"under images_dir {images_dir}); expected the file, or strict: false to skip "
                                 "such questions")
             missing.append((part.where(k), file))
@@ -351,7 +355,7 @@ def _synthetic(params: VQAParams) -> Dataset:
 def _dataset(name: str, source: str, entries: dict[str, list[dict]], rows: dict[str, tuple],
              site_names: tuple[str, ...], notes: list[str], modality: str | None) -> Dataset:
     """Labels, task and splits from the questions and their image rows ``(images, sites, groups)``."""
-    task, labels, unseen = _labels(entries)
+    task, labels, unseen = _labels(entries, source)
     sizes = {s: len(entries[s]) for s in SPLITS}
     ref = rows["train"][0][0]  # training always has a question
     splits = {}
