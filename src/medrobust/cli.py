@@ -182,6 +182,9 @@ def cmd_list(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # real files hold odd bytes (lone surrogates): print them escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     from medrobust.attacks.base import AttackInputError
     from medrobust.config import ConfigError
     from medrobust.data.base import DataError
