@@ -26,7 +26,7 @@ demo: install
 	$(VENV)/bin/medrobust study configs/quick.yaml
 
 test: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto $(TEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist worksteal $(TEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/train_loop_overhead.py

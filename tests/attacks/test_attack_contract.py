@@ -107,7 +107,7 @@ REPORTS = ["Small right pleural effusion. No nodule.", "Cardiomegaly. Possible c
            "Right nodule, small opacity.", "Moderate bilateral effusions."]
 # the budget each report attack is checked at: (budget, image ε in pixels, word edits allowed or None)
 BUDGETS = {"report-embedding-pgd": (0.25, 0.0, None), "report-word-substitution": (2, 0.0, 2),
-           "joint-image-report": ((EPS, 2), EPS, 2)}
+           "joint-image-report": ((EPS, 2), EPS, 2), "report-random-edits": (2, 0.0, 2)}
 
 
 @pytest.fixture(scope="module")

@@ -53,10 +53,10 @@ from medrobust.data.vqa import read_vqa_file, read_vqa_json  # noqa: E402
 from medrobust.data.vqa_source import VQAParams, load_vqa  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MEDROBUST_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=EXAMPLES or 25, deadline=None, derandomize=not EXAMPLES, database=None,
+FUZZ = settings(max_examples=EXAMPLES or 15, deadline=None, derandomize=not EXAMPLES, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
-FEW = settings(FUZZ, max_examples=EXAMPLES or 15)
+FEW = settings(FUZZ, max_examples=EXAMPLES or 10)
 
 
 # ------------------------------------------------------------------------------------------------ valid files
