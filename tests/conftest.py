@@ -30,7 +30,7 @@ def tiny_overrides(out_dir: Path) -> list[str]:
             "pretrain.steps=4", "pretrain.batch_size=32", "finetune.steps=4", "finetune.batch_size=16",
             "evaluation.epsilons=[0,2,8]", "evaluation.attacks=[fgsm,{name: pgd, steps: 3}]",
             "evaluation.corruptions=[gaussian-noise]", "evaluation.severities=[1,5]",
-            "evaluation.max_adversarial=20", "device=cpu", "methods=[supervised, supervised-multimodal, simclr, clip]",
+            "evaluation.max_adversarial=20", "evaluation.worst_case_epsilons=[2]", "device=cpu", "methods=[supervised, supervised-multimodal, simclr, clip]",
             "multimodal.fusion=null", "multimodal.tasks=[]",
             "evaluation.report_attacks=[{name: report-word-substitution, budgets: [1]}]"]
 
