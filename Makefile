@@ -1,7 +1,7 @@
 # The two set-up-and-run commands (see README):
 #   make demo  - create .venv if missing, install, run the default study, print the report path
 #   make test  - create .venv if missing, install, run the test suite (slow end-to-end tests included), one
-#                single-threaded worker per core (pytest-xdist): tests 8 min 5 s instead of 11 min 14 s on 2 cores
+#                single-threaded worker per core (pytest-xdist, work stealing; README "Measured figures")
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

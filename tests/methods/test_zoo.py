@@ -143,7 +143,8 @@ def test_every_zoo_method_runs_in_the_study(tmp_path, capsys):
 
     out = tmp_path / "study"
     overrides = tiny_overrides(out) + ["seeds=[0]", "label_fractions=[1.0]", f"methods=[supervised,{','.join(ZOO)}]",
-                                       "evaluation.worst_case=[]"]
+                                       "evaluation.worst_case=[]", "evaluation.epsilons=[0,2]",
+                                       "evaluation.attacks=[fgsm]"]  # the zoo's wiring is the point, not attacks
     assert main(["study", "configs/quick.yaml", *overrides]) == 0
     from medrobust.study.store import Store
 
