@@ -30,6 +30,44 @@ class DataConfig(BaseModel):
     params: dict[str, Any] = {}
 
 
+class PoolSource(BaseModel):
+    """One source of a pre-training pool: a data source spec like ``data`` (``{source: medmnist, path: ...}``,
+    ``{source: manifest, path: ..., columns: ...}``, ``{source: synthetic, modality: ultrasound}``) or
+    ``{source: target}`` (the study's own training images, without their labels), with an optional sampling
+    ``weight`` (the chance that a pre-training step draws its batch from this source is its weight over the sum)
+    and ``max_images`` (a fixed seeded subset of the source's training split)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    weight: float = Field(1.0, gt=0, description="relative chance that a step's batch comes from this source")
+    max_images: int | None = Field(None, ge=1, description="cap: a fixed seeded subset of its training images")
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"source": v}
+        if isinstance(v, dict) and "params" not in v:
+            own = {"source", "weight", "max_images"}
+            return {**{k: x for k, x in v.items() if k in own}, "params": {k: x for k, x in v.items() if k not in own}}
+        return v
+
+    @property
+    def is_target(self) -> bool:
+        return self.source == TARGET_SOURCE
+
+    def describe(self) -> str:
+        """``synthetic(modality=ultrasound)``, ``medmnist(path=breastmnist_64.npz)``, ``target``."""
+        shown = {k: (Path(v).name if k == "path" and isinstance(v, str) else v) for k, v in self.params.items()
+                 if k in ("path", "modality", "image_size")}
+        return _with_params(self.source, shown)
+
+
+#: the pool source that stands for the study's own training images
+TARGET_SOURCE = "target"
+
+
 class Arm(Component):
     """A method of the study grid with its parameters, optionally a ``defense`` (a registered defense applied
     when fine-tuning / wrapping the model); ``label_fractions`` / ``seeds`` restrict this arm to those of
@@ -47,11 +85,13 @@ class Arm(Component):
     seeds: list[int] | None = None
     defense: Component | None = None
     inputs: Literal["image", "image+indication"] | None = None
+    pool: str | None = Field(None, description="pre-train on this pool of pretrain.pools instead of the target's "
+                             "training images (pre-training methods only)")
 
     @property
     def label(self) -> str:
-        """``robust-mmr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at``, ``clip [image+indication]``
-        (how tables name the arm)."""
+        """``robust-mmr``, ``robust-mmr(domain_weight=0)``, ``supervised + pgd-at``, ``clip [image+indication]``,
+        ``simclr @ diverse`` (how tables name the arm)."""
         name = self.base_label
         return name if self.defense is None else f"{name} + {_with_params(self.defense.name, self.defense.params)}"
 
@@ -63,6 +103,12 @@ class Arm(Component):
     @property
     def base_label(self) -> str:
         """The undefended arm this one is compared with (itself when it has no defense)."""
+        return self.target_only_label + (f" @ {self.pool}" if self.pool else "")
+
+    @property
+    def target_only_label(self) -> str:
+        """The same arm pre-trained on the target's training images (itself when it has no pool): what a pool arm
+        is compared with in the report's diversity comparison."""
         name = _with_params(self.name, self.params)
         return name + (" [image+indication]" if self.inputs == "image+indication" and self.name != MULTIMODAL_SUPERVISED
                        else "")
@@ -100,6 +146,25 @@ class PretrainConfig(FitConfig):
         1.0, gt=0, le=1, description="fraction of the training images that have a report (the sparse-pairs "
         "setting): image+text methods pre-train on that seeded subset of the pairs; image-only methods use "
         "every training image")
+    pools: dict[str, list[PoolSource]] = Field(
+        {}, description="named pre-training pools, e.g. {diverse: [{source: target}, {source: synthetic, modality: "
+        "ultrasound}]}; an arm {name: simclr, pool: diverse} pre-trains on one")
+
+    @field_validator("pools")
+    @classmethod
+    def _pools(cls, v: dict[str, list[PoolSource]]) -> dict[str, list[PoolSource]]:
+        for name, sources in v.items():
+            if not sources:
+                raise ValueError(f"pool {name!r} has no sources; expected a list like [{{source: target}}, "
+                                 "{source: synthetic, modality: ultrasound}]")
+            if not name or any(c in name for c in " /@[]()"):
+                raise ValueError(f"pool name {name!r} must be a plain word (it names files and arms)")
+        return v
+
+    def budget(self) -> dict:
+        """The optimisation budget that a pre-training's result depends on (not the pools: an arm's own pool goes
+        into its key separately, so adding a pool does not re-run the others)."""
+        return self.model_dump(exclude={"pools"})
 
 
 class FinetuneConfig(FitConfig):
@@ -155,7 +220,7 @@ class StudyConfig(BaseModel):
             own = {}
             if isinstance(m, dict) and "params" not in m:
                 m = dict(m)
-                own = {k: m.pop(k) for k in ("label_fractions", "seeds", "defense", "inputs") if k in m}
+                own = {k: m.pop(k) for k in ("label_fractions", "seeds", "defense", "inputs", "pool") if k in m}
                 if own.get("defense") is not None:
                     own["defense"] = as_component(own["defense"])
             m = as_component(m)
@@ -265,9 +330,50 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
             except ValidationError as exc:
                 prefix = key if family != "data" else "data"
                 raise ConfigError(f"{where}: " + "; ".join(_describe(e, component.Params, prefix) for e in exc.errors())) from None
+    _check_pools(cfg, where, registry)
     names = [m.label for m in cfg.methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: 'methods' lists an arm twice (same method and parameters): {names}")
+
+
+def _check_pools(cfg: StudyConfig, where: str, registry) -> None:
+    """Pool sources are registered data sources with valid params; an arm's pool exists and it pre-trains; a pool
+    source is not the target's own data (its training split holds the held-out sites: use ``{source: target}``)."""
+    from medrobust.methods.contract import info_of
+
+    for name, sources in cfg.pretrain.pools.items():
+        for i, src in enumerate(sources):
+            key = f"pretrain.pools.{name}[{i}]"
+            if src.is_target:
+                if src.params:
+                    raise ConfigError(f"{where}: '{key}': the target source takes no parameters (it is the study's "
+                                      f"own training split), got {sorted(src.params)}")
+                continue
+            try:
+                component = registry.get("data", src.source)
+                component.Params.model_validate(src.params)
+            except registry.RegistryError as exc:
+                raise ConfigError(f"{where}: '{key}': {exc}; or 'target' for the study's own training images") from None
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: " + "; ".join(_describe(e, component.Params, key) for e in exc.errors())) from None
+            if src.source == cfg.data.source and component.Params.model_validate(src.params) == \
+                    component.Params.model_validate(cfg.data.params):
+                raise ConfigError(f"{where}: '{key}' is the study's own data ({src.describe()}); its training split "
+                                  "includes the held-out sites. Use {source: target} for the target's training images")
+    for i, m in enumerate(cfg.methods):
+        if m.pool is None:
+            continue
+        if m.pool not in cfg.pretrain.pools:
+            have = ", ".join(sorted(cfg.pretrain.pools)) or "none (define pretrain.pools)"
+            raise ConfigError(f"{where}: 'methods[{i}].pool': pool {m.pool!r} of {m.name} is not defined; pools: {have}")
+        if not info_of(registry.get("method", m.name)).pretrains:
+            raise ConfigError(f"{where}: 'methods[{i}].pool': {m.name} does not pre-train (it trains on the target's "
+                              "sparse labels only); give pools to pre-training methods, e.g. simclr, or "
+                              "supervised-multitask for supervised pre-training on the pool's labels")
+    for i, m in enumerate(cfg.methods):
+        if m.pool is None and info_of(registry.get("method", m.name)).role == "supervised-pretraining":
+            raise ConfigError(f"{where}: 'methods[{i}]': {m.name} pre-trains on a pool's labels; name one with "
+                              f"pool: (pools: {', '.join(sorted(cfg.pretrain.pools)) or 'none defined'})")
 
 
 def _misplaced_attack(registry, family: str, name: str) -> str | None:

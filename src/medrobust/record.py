@@ -183,10 +183,12 @@ class RunRecord(_Model):
     display_name: str
     method_params: dict[str, Any] = {}
     augmented: list[str] = []
-    role: Literal["supervised", "self-supervised"]
+    role: Literal["supervised", "self-supervised", "supervised-pretraining"]
     counterpart: str | None = None  # the supervised arm its classifier is compared with (same inputs)
     task_counterpart: str | None = None  # image+text pre-training: the supervised arm of the retrieval / VQA tasks
     pretrained_on: tuple[str, ...] | None = None  # self-supervised: what pre-training saw ("image", "text" = reports)
+    pool: str | None = None  # the pre-training pool (None: the target's training images)
+    target_only: str | None = None  # a pool arm: the same arm pre-trained on the target only (its diversity pair)
     modalities: tuple[str, ...] = ("image",)  # what the classifier sees at decision time ("text" = the indication)
     finetune_mode: Literal["full", "linear", "knn"] = "full"
     defense: str | None = None
@@ -206,6 +208,11 @@ class RunRecord(_Model):
     @property
     def self_supervised(self) -> bool:
         return self.role == "self-supervised"
+
+    @property
+    def pretrains(self) -> bool:
+        """Pre-trained (self-supervised, or supervised on a pool's labels), then fine-tuned on the target."""
+        return self.role != "supervised"
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -258,6 +265,7 @@ class StudyFacts(_Model):
     study: str = ""
     data: str = ""  # one-line description of the data source, splits and sizes
     data_notes: list[str] = []  # what reading the data did (rows skipped, images resized, leaks warned)
+    pools: list[str] = []  # one line per pre-training pool an arm uses: its sources, shapes, sizes, labels
     task_kind: str = ""
     label_names: list[str] = []
     train_sites: list[str] = []

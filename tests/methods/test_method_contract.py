@@ -15,7 +15,7 @@ from medrobust import registry
 from medrobust.data.base import Task
 from medrobust.data.tokenizer import CLS, PAD
 from medrobust.engine.distributed import rank
-from medrobust.methods.contract import Encoders, MethodInfo, info_of, method_generator
+from medrobust.methods.contract import Encoders, MethodInfo, SourceFacts, info_of, method_generator
 from medrobust.models.encoders import SmallCNN
 from medrobust.models.fusion import Fusion
 from medrobust.models.heads import Classifier
@@ -33,7 +33,8 @@ def tiny_batch(n: int = 6) -> dict[str, torch.Tensor]:
     tokens[:, 0] = CLS
     tokens[: n // 2, 7:] = PAD
     return {"image": torch.rand(n, 1, 28, 28, generator=g), "tokens": tokens,
-            "label": torch.randint(0, 2, (n,), generator=g), "site": torch.randint(0, 2, (n,), generator=g)}
+            "label": torch.randint(0, 2, (n,), generator=g), "site": torch.randint(0, 2, (n,), generator=g),
+            "source": torch.zeros(n, dtype=torch.long)}  # a batch of source 0 of a one-source labeled pool
 
 
 def build(name: str, seed: int = 0, global_seed: int = 0):
@@ -43,10 +44,11 @@ def build(name: str, seed: int = 0, global_seed: int = 0):
     torch.manual_seed(global_seed)
     image = SmallCNN(1, 2, 28, [0.5], [0.25])
     text = TextTransformer(VOCAB) if info.uses_text else None
-    if not info.self_supervised:
+    if not info.pretrains:
         return cls(Classifier(image, TASK.n_outputs, text), TASK, cls.Params(), seed=seed), image
     fusion = Fusion(image.feature_dim, text.feature_dim) if info.uses_fusion else None
-    return cls(Encoders(image, text, fusion), cls.Params(), seed=seed), image
+    sources = (SourceFacts("labeled", (1, 28, 28), (0.5,), (0.25,), TASK),) if info.role == "supervised-pretraining" else ()
+    return cls(Encoders(image, text, fusion, sources=sources), cls.Params(), seed=seed), image
 
 
 def loss_of(method, batch) -> torch.Tensor:
@@ -70,10 +72,10 @@ def test_declares_info_and_strict_params(name):
 def test_one_constructor_signature_per_role(name):
     cls = registry.get("method", name)
     params = list(inspect.signature(cls.__init__).parameters)[1:]
-    assert params == (["encoders", "params", "seed"] if cls.info.self_supervised else ["model", "task", "params", "seed"])
+    assert params == (["encoders", "params", "seed"] if cls.info.pretrains else ["model", "task", "params", "seed"])
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if info_of(registry.get("method", n)).self_supervised])
+@pytest.mark.parametrize("name", [n for n in NAMES if info_of(registry.get("method", n)).pretrains])
 def test_counterpart_is_a_supervised_method_with_the_same_inputs(name):
     info = info_of(registry.get("method", name))
     counterpart = info_of(registry.get("method", info.counterpart))
@@ -120,6 +122,7 @@ def test_info_of_names_a_class_without_info():
     ({"role": "supervised", "counterpart": "supervised"}, "no counterpart"),
     ({"role": "supervised", "modalities": ("text",)}, "modalities"),
     ({"role": "self-supervised", "counterpart": "supervised", "uses_fusion": True}, "uses_fusion"),
+    ({"role": "supervised-pretraining"}, "counterpart"),
 ])
 def test_method_info_rejects_inconsistent_declarations(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -130,6 +133,9 @@ def test_method_info_properties_encoders_and_generator():
     info = MethodInfo("X", "self-supervised", ("image", "text"), counterpart="supervised-multimodal")
     assert info.self_supervised and info.uses_text and not info.uses_fusion
     assert not MethodInfo("Y", "supervised").self_supervised and not MethodInfo("Y", "supervised").uses_text
+    assert info.pretrains and not MethodInfo("Y", "supervised").pretrains
+    pool_labels = MethodInfo("Z", "supervised-pretraining", counterpart="supervised")
+    assert pool_labels.pretrains and not pool_labels.self_supervised
     image, fusion = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     assert Encoders(image).modules() == {"image": image}
     assert Encoders(image, fusion=fusion).modules() == {"image": image, "fusion": fusion}

@@ -78,6 +78,44 @@ def batches(tensors: dict[str, torch.Tensor], batch_size: int, seed: int, device
         epoch += 1
 
 
+@dataclass(frozen=True)
+class Mixture:
+    """Several tensor sets trained on together (a pre-training pool): each step draws **one** set with probability
+    ``weight / sum(weights)`` and serves that set's next batch, so every batch is homogeneous in shape while the
+    sets may differ (2D and 3D, 1 and 3 channels, 28 and 64 pixels). ``ids[k]`` is set ``k``'s index in the
+    pool, given to the method as ``batch["source"]`` (int64 ``[N]``).
+
+    Determinism: the sequence of sets comes from one generator seeded by the run seed — the same on every rank, so
+    under DDP all ranks train on the same set at each step — and each set's batches come from :func:`batches` with
+    its own seed (``seed · 1009 + id``), so they split across ranks as single-set training does.
+    """
+
+    parts: tuple[dict[str, torch.Tensor], ...]
+    weights: tuple[float, ...]
+    ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts or not (len(self.parts) == len(self.weights) == len(self.ids)):
+            raise ValueError(f"Mixture: {len(self.parts)} parts, {len(self.weights)} weights, {len(self.ids)} ids; "
+                             "expected one weight and one id per part, at least one part")
+        if any(not w > 0 for w in self.weights):
+            raise ValueError(f"Mixture: weights must be positive, got {list(self.weights)}")
+
+    def order(self, seed: int, steps: int) -> list[int]:
+        """The pool indices of the sets that the first ``steps`` batches come from."""
+        probs = torch.tensor(self.weights, dtype=torch.float64) / sum(self.weights)
+        generator = torch.Generator().manual_seed(seed * 1_000_033 + 17)
+        return [self.ids[int(k)] for k in torch.multinomial(probs, steps, replacement=True, generator=generator)]
+
+    def batches(self, batch_size: int, seed: int, device: torch.device, steps: int
+                ) -> Iterator[dict[str, torch.Tensor]]:
+        streams = {i: batches(part, batch_size, seed * 1009 + i, device) for part, i in zip(self.parts, self.ids)}
+        for i in self.order(seed, steps):
+            batch = next(streams[i])
+            n = len(next(iter(batch.values())))
+            yield {**batch, "source": torch.full((n,), i, dtype=torch.long, device=device)}
+
+
 def _schedule(cfg: FitConfig) -> Callable[[int], float]:
     warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
 
@@ -90,9 +128,10 @@ def _schedule(cfg: FitConfig) -> Callable[[int], float]:
     return factor
 
 
-def fit(method: nn.Module, tensors: dict[str, torch.Tensor], cfg: FitConfig, *, seed: int,
+def fit(method: nn.Module, tensors: dict[str, torch.Tensor] | Mixture, cfg: FitConfig, *, seed: int,
         device: torch.device | str = "cpu", progress: Callable[[int, int], None] | None = None) -> FitResult:
-    """Train ``method`` on ``tensors`` for ``cfg.steps`` AdamW steps; returns per-step losses and timing.
+    """Train ``method`` on ``tensors`` (or a :class:`Mixture` of several sets) for ``cfg.steps`` AdamW steps;
+    returns per-step losses and timing.
 
     Only parameters with ``requires_grad`` are optimised (a linear probe freezes its encoder first).
     Raises :class:`TrainingError` naming the step when the loss becomes NaN or infinite.
@@ -103,12 +142,15 @@ def fit(method: nn.Module, tensors: dict[str, torch.Tensor], cfg: FitConfig, *, 
     if not params:
         raise TrainingError(f"{type(method).__name__} has no trainable parameters")
     model: nn.Module = method
-    if distributed.world_size() > 1:
-        model = nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
+    mixed = isinstance(tensors, Mixture)
+    if distributed.world_size() > 1:  # a mixture's step uses one source's adapter and heads: the others sit unused
+        model = nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None,
+                                                    find_unused_parameters=mixed and len(tensors.parts) > 1)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     after_step = getattr(method, "after_step", None)
-    stream = batches(tensors, cfg.batch_size, seed, device)
+    stream = tensors.batches(cfg.batch_size, seed, device, cfg.steps) if mixed else \
+        batches(tensors, cfg.batch_size, seed, device)
     losses: list[torch.Tensor] = []
     samples = 0
     start = time.perf_counter()

@@ -37,8 +37,10 @@ from torch import nn
 
 from medrobust.data.views import covered_corruptions, views_in
 from medrobust.engine.distributed import rank
+from medrobust.models.layers import signature_of
+from medrobust.task import Task
 
-Role = Literal["supervised", "self-supervised"]
+Role = Literal["supervised", "self-supervised", "supervised-pretraining"]
 
 _MODALITIES = (("image",), ("image", "text"))
 
@@ -49,7 +51,9 @@ class MethodInfo:
 
     Attributes:
         display_name: how the report names it ("SimCLR", "MoCo v2", "Robust-MMR", "Supervised", ...).
-        role: ``"supervised"`` (an objective on labels) or ``"self-supervised"`` (pre-training).
+        role: ``"supervised"`` (an objective on the target's labels), ``"self-supervised"`` (pre-training without
+            labels) or ``"supervised-pretraining"`` (pre-training on the labels of a pool's other sources, then
+            fine-tuned like a self-supervised arm).
         modalities: the inputs it trains on: ``("image",)`` or ``("image", "text")``.
         counterpart: self-supervised only: the registered supervised method that fine-tunes it and that it
             is compared with (same modalities).
@@ -71,11 +75,11 @@ class MethodInfo:
         if tuple(self.modalities) not in _MODALITIES:
             raise ValueError(f"{who}: modalities {self.modalities!r} must be ('image',) or ('image', 'text')")
         object.__setattr__(self, "modalities", tuple(self.modalities))
-        if self.self_supervised and not self.counterpart:
-            raise ValueError(f"{who}: a self-supervised method must name its supervised counterpart")
-        if not self.self_supervised and self.counterpart is not None:
+        if self.pretrains and not self.counterpart:
+            raise ValueError(f"{who}: a pre-training method must name its supervised counterpart")
+        if not self.pretrains and self.counterpart is not None:
             raise ValueError(f"{who}: a supervised method has no counterpart, got {self.counterpart!r}")
-        if self.uses_fusion and not (self.self_supervised and self.uses_text):
+        if self.uses_fusion and not (self.pretrains and self.uses_text):
             raise ValueError(f"{who}: uses_fusion needs a self-supervised image+text method")
 
     @property
@@ -83,8 +87,39 @@ class MethodInfo:
         return self.role == "self-supervised"
 
     @property
+    def pretrains(self) -> bool:
+        """Pre-trains encoders (without labels, or on a pool's labels) that a supervised objective fine-tunes."""
+        return self.role != "supervised"
+
+    @property
     def uses_text(self) -> bool:
         return "text" in self.modalities
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """One source of the images a pre-training method will see (a pre-training pool has several).
+
+    Attributes:
+        name: how messages and the report name it (``"target"``, ``"synthetic(ultrasound)"``, a file name).
+        image_shape: ``(C, *spatial)`` of its images (every batch of a pool comes from one source, so one shape).
+        mean, std: per-channel statistics of its images in [0, 1].
+        task: its labels' :class:`~medrobust.task.Task`, or ``None`` when it has none (the target's labels are
+            never given to pre-training: they are the study's sparse labels, used when fine-tuning).
+        has_text: its images come with reports.
+    """
+
+    name: str
+    image_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    task: "Task | None" = None
+    has_text: bool = False
+
+    @property
+    def signature(self) -> str:
+        """``"1ch-2d"`` etc. (:func:`medrobust.models.layers.signature_of`)."""
+        return signature_of(self.image_shape)
 
 
 @dataclass
@@ -92,17 +127,33 @@ class Encoders:
     """The modules a self-supervised method trains, in place (the study keeps them afterwards).
 
     ``text`` is given to image+text methods, ``fusion`` to those with ``uses_fusion``; image-only methods
-    ignore ``text``.
+    ignore ``text``. ``sources``: what the method will be trained on, one :class:`SourceFacts` per source of a
+    pre-training pool, in the pool's order (a pool batch carries ``batch["source"]``, int64 ``[N]`` indices into
+    it; every batch comes from one source). Empty (the default): the study's own training images only, of the one
+    input geometry of ``image`` — methods then behave exactly as without pools. Methods with input-shaped heads
+    (pixel decoders) build one per input signature in :func:`input_signatures`.
     """
 
     image: nn.Module
     text: nn.Module | None = None
     fusion: nn.Module | None = None
+    sources: tuple[SourceFacts, ...] = ()
 
     def modules(self) -> dict[str, nn.Module]:
         """``{"image": ..., "text": ..., "fusion": ...}``, leaving out those that are ``None``."""
         named = {"image": self.image, "text": self.text, "fusion": self.fusion}
         return {k: m for k, m in named.items() if m is not None}
+
+
+def input_signatures(encoders: Encoders) -> list[tuple[int, int]]:
+    """The distinct ``(channels, spatial_dims)`` a method must handle, in first-seen order: those of
+    ``encoders.sources``, or, without sources, the one geometry of ``encoders.image``
+    (:func:`medrobust.methods.restoration.input_geometry`)."""
+    if encoders.sources:
+        return list(dict.fromkeys((s.image_shape[0], len(s.image_shape) - 1) for s in encoders.sources))
+    from medrobust.methods.restoration import input_geometry
+
+    return [input_geometry(encoders.image)]
 
 
 def method_generator(seed: int) -> torch.Generator:

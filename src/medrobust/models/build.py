@@ -8,6 +8,7 @@ input statistics (``mean``, ``std``) come from the training images, so normalisa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -39,18 +40,25 @@ class InputFacts:
     vocab_size: int | None = None
 
 
-def build_encoders(specs: ModelSpecs, inputs: InputFacts, seed: int, pretraining_fusion: bool = False
-                   ) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
+def build_encoders(specs: ModelSpecs, inputs: InputFacts, seed: int, pretraining_fusion: bool = False,
+                   sources: Sequence = ()) -> tuple[nn.Module, nn.Module | None, nn.Module | None]:
     """Fresh ``(image, text, fusion)`` modules (``None`` where absent), initialised from ``seed``.
 
     The fusion module comes from ``specs.fusion``; with ``pretraining_fusion`` (methods that pre-train through
-    a fusion encoder, e.g. mmr) one is built with the default parameters when the specs have none.
+    a fusion encoder, e.g. mmr) one is built with the default parameters when the specs have none. ``sources``
+    (:class:`~medrobust.methods.contract.SourceFacts` of a pre-training pool): an adapter encoder
+    (``adapts_inputs``) gets an input adapter for each source's signature after its own (the target's), with that
+    source's statistics — the same calls when pre-training and when rebuilding for fine-tuning, so the checkpoint
+    fits.
     """
     torch.manual_seed(seed)
     image_cls = registry.get("encoder", specs.image.name)
     shape = inputs.image_shape
     image = image_cls(shape[0], len(shape) - 1, shape[-1], inputs.mean, inputs.std,
                       image_cls.Params.model_validate(specs.image.params))
+    if getattr(image_cls, "adapts_inputs", False):
+        for source in sources:
+            image.add_input(source.image_shape[0], len(source.image_shape) - 1, source.mean, source.std)
     text = fusion = None
     if inputs.vocab_size is not None:
         text_cls = registry.get("encoder", specs.text.name)

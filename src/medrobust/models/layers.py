@@ -42,5 +42,16 @@ def image_stats(images, max_images: int = 4096) -> tuple[list[float], list[float
     return x.mean(dim=dims).tolist(), x.std(dim=dims).tolist()
 
 
+def signature_of(image_shape) -> str:
+    """The input signature of images of shape ``[C, *spatial]`` (or a batch ``[N, C, *spatial]`` given as
+    ``image_shape[1:]``): ``"1ch-2d"``, ``"3ch-2d"``, ``"1ch-3d"``. Images of one signature share an input adapter
+    of an adapter encoder (``medformer``) and a reconstruction decoder of a pixel-level method; the spatial size
+    may differ within a signature."""
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"an image shape is [C, H, W] or [C, D, H, W], got {shape}")
+    return f"{shape[0]}ch-{len(shape) - 1}d"
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -14,8 +14,8 @@ import math
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
 from medrobust.report.compare import (ABLATION_WORDS, COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH,  # noqa: F401
-                                      WITH_INDICATION, comparisons,
-                                      defense_comparisons)
+                                      DIVERSITY, WITH_INDICATION, comparisons, defense_comparisons,
+                                      diversity_comparisons)
 from medrobust.report.stats import (BETTER, BOUNDED, CLEAR, INCONCLUSIVE, TOO_FEW, UNDETERMINED, WORSE, fmt_ci,
                                     fmt_diff, fmt_eps, fmt_fraction, fmt_p, fmt_value)
 
@@ -98,6 +98,52 @@ def _tasks_line(records: list[RunRecord], comps: list[dict]) -> str:
     parts = [f"{pretty(records, c['arm'])} at {fmt_fraction(c['fraction'])} labels, {c['label']}: **{c['verdict']}** "
              f"({fmt_value(c['mean_b'])}% → {fmt_value(c['mean_a'])}%, {_numbers(c)})" for c in clear]
     return head + ". Clear: " + "; ".join(parts) + "."
+
+
+_DIVERSITY_WORDS = {"clean_acc": "clean", **ROBUSTNESS}
+_PAIR_WORDS = {"target-only": "vs the same method pre-trained on the target only",
+               "supervised-pool": "vs supervised pre-training on the same pool",
+               "supervised": "vs supervised training on the target's sparse labels"}
+
+
+def _diversity_line(records: list[RunRecord], comps: list[dict], setup: StudyFacts) -> str:
+    """The Diversity paragraph: does pre-training on the pool change clean accuracy and the three robustness axes,
+    against target-only pre-training, against supervised pre-training on the pool and (for that one) against the
+    supervised arm — and where the pool hurt (negative transfer)."""
+    if not comps:
+        return ""
+    pools = sorted({r.pool for r in records if r.pool})
+    parts = []
+    for arm, other, pair, f in dict.fromkeys((c["arm"], c["counterpart"], c["pair"], c["fraction"]) for c in comps):
+        mine = [c for c in comps if (c["arm"], c["counterpart"], c["fraction"]) == (arm, other, f)]
+        if all(c["kind"] == TOO_FEW for c in mine):
+            clauses = [f"**{mine[0]['verdict']}** on every axis ({_numbers(mine[0]).split(', ', 1)[1]})"]
+        else:
+            clauses = [f"{_DIVERSITY_WORDS[c['metric']]}: **{c['verdict']}** ({fmt_value(c['mean_b'])}% → "
+                       f"{fmt_value(c['mean_a'])}%, {_numbers(c)})" for c in mine]
+        parts.append(f"- `{arm}` {_PAIR_WORDS[pair]} (`{other}`) at {fmt_fraction(f)} labels — " + "; ".join(clauses)
+                     + ".")
+    hurt = [c for c in comps if c["kind"] == WORSE and c["pair"] == "target-only"]
+    helped = [c for c in comps if c["kind"] == BETTER and c["pair"] == "target-only"]
+    if hurt:
+        tail = ("**Negative transfer:** pre-training on the pool clearly lowered " + "; ".join(
+            f"{_DIVERSITY_WORDS[c['metric']]} for `{c['arm']}` at {fmt_fraction(c['fraction'])} labels "
+            f"({fmt_diff(c['mean_diff'])} pp)" for c in hurt) + " compared with pre-training on the target alone "
+            "(mixing modalities or 2D and 3D sources can fall below single-source pre-training).")
+    elif helped:
+        tail = "The pool clearly helped: " + "; ".join(
+            f"{_DIVERSITY_WORDS[c['metric']]} for `{c['arm']}` at {fmt_fraction(c['fraction'])} labels "
+            f"({fmt_diff(c['mean_diff'])} pp)" for c in helped) + "; no clear harm on the other axes."
+    elif all(c["kind"] == TOO_FEW for c in comps if c["pair"] == "target-only"):
+        tail = ("Whether the pool helps or hurts cannot be judged here: too few usable seed pairs against "
+                "target-only pre-training.")
+    else:
+        tail = ("No clear difference between pre-training on the pool and on the target alone on any axis "
+                f"({_kinds([c for c in comps if c['pair'] == 'target-only'])}).")
+    desc = "; ".join(x for x in setup.pools) or ", ".join(pools)
+    head = (f"**Diversity** — pre-training on a pool of other data ({desc}) instead of the target's training "
+            f"images alone; differences are the pool arm minus the other arm, paired by seed; {_chance(comps, True)}:")
+    return "\n".join([head, ""] + parts + ["", tail])
 
 
 def _ablation_line(comps: list[dict]) -> str:
@@ -361,9 +407,11 @@ def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
         lines += [demo, ""] if demo else []
         lines += _bullets(records, comps, "headline")
     dcomps = defense_comparisons(records, setup)
-    extra = [x for x in (_indication_line(records, comps, primary=not robust), _tasks_line(records, comps), _ablation_line(comps),
+    vcomps = diversity_comparisons(records, setup)
+    extra = [x for x in (_indication_line(records, comps, primary=not robust), _diversity_line(records, vcomps, setup),
+                         _tasks_line(records, comps), _ablation_line(comps),
                          _defense_line(records, setup, dcomps),
-                         _exclusion_line(comps + dcomps), _indication_reliance_line(records, setup),
+                         _exclusion_line(comps + dcomps + vcomps), _indication_reliance_line(records, setup),
                          _near_zero_line(records, setup), _checks_line(records)) if x]
     for paragraph in extra:  # a blank line between: each its own paragraph in Markdown and HTML
         lines += ["", paragraph]

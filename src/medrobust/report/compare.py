@@ -52,6 +52,13 @@ TEST_T = "paired t"
 WITH_INDICATION = "image+indication"
 
 
+#: the family of the pool comparisons: pool arm vs the same arm on the target only, vs supervised pre-training on the
+#: same pool, and supervised pre-training on the pool vs the supervised arm
+DIVERSITY = "diversity"
+#: metrics of the diversity comparisons
+DIVERSITY_METRICS = ("clean_acc", "worst_ref", "corr_mean", "holdout_acc")
+
+
 def family(metric: str, ablation: bool, with_text: bool = False) -> str:
     """The family of a self-supervised-arm comparison (defended arms are always ``"defenses"``); ``with_text``:
     the classifiers compared see the indication with the image."""
@@ -172,7 +179,7 @@ def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> li
         cp = base or next((r.counterpart for r in arm_recs if r.counterpart), None)
         if cp is None or (base is None and not any(r.self_supervised for r in arm_recs)) or \
                 any(r.defense for r in arm_recs):  # e.g. supervised(augment=False) is an ablation of supervised
-            continue  # defended arms are compared with their undefended arm (defense_comparisons)
+            continue  # defended arms: defense_comparisons; supervised pre-training on a pool: diversity_comparisons
         task_cp = base or next((r.task_counterpart for r in arm_recs if r.task_counterpart), cp)
         both_text = any(r.uses_text for r in arm_recs) and any(r.arm == cp and r.uses_text for r in records)
         for f in tables.fraction_order(records):
@@ -187,6 +194,41 @@ def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> li
                     out.append(dict(res, arm=arm, counterpart=other, ablation=base is not None, fraction=f,
                                     metric=name, label=m.label, unit=m.unit, higher_is_better=m.higher_is_better,
                                     family=family(name, base is not None, both_text)))
+    return adjust(out)
+
+
+def diversity_comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> list[dict]:
+    """The pool comparisons, paired by seed at each label fraction, in the family :data:`DIVERSITY` (Holm within it):
+    every arm pre-trained on a pool vs the same arm pre-trained on the target only (``target_only``; positive =
+    the pool helps, negative = negative transfer), a self-supervised pool arm vs supervised pre-training on the same
+    pool (``supervised-multitask @ pool``), and supervised pre-training on a pool vs the supervised arm, on
+    :data:`DIVERSITY_METRICS`. Fields as :func:`comparisons`, plus ``pair``: ``"target-only"``,
+    ``"supervised-pool"`` or ``"supervised"``."""
+    setup = setup or StudyFacts()
+    ref = tables.reference_eps(records, setup)
+    ms = tables.metrics(ref)
+    out = []
+    for arm in tables.method_order(records, setup):
+        recs = [r for r in records if r.arm == arm and r.pool and not r.defense]
+        if not recs:
+            continue
+        r0 = recs[0]
+        pairs = [(r0.target_only, "target-only")]
+        if r0.self_supervised:
+            pairs.append((f"supervised-multitask @ {r0.pool}", "supervised-pool"))
+        else:  # supervised pre-training on the pool vs supervised training on the target's sparse labels
+            pairs.append((r0.counterpart, "supervised"))
+        for other, kind in pairs:
+            for f in tables.fraction_order(records):
+                a = {r.seed: r for r in tables.runs(records, arm, f)}
+                b = {r.seed: r for r in tables.runs(records, other, f) if not r.defense}
+                for name in DIVERSITY_METRICS:
+                    m = ms[name]
+                    res = _pair_up(m, a, b, ref) if a and b else None
+                    if res is not None:
+                        out.append(dict(res, arm=arm, counterpart=other, ablation=False, fraction=f, metric=name,
+                                        label=m.label, unit=m.unit, higher_is_better=m.higher_is_better,
+                                        family=DIVERSITY, pair=kind))
     return adjust(out)
 
 

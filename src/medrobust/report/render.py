@@ -89,6 +89,9 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
     add("Study", s.study)
     add("Data", s.data)
     add("Reading the data", "; ".join(s.data_notes))
+    add("Pre-training pools", "; ".join(s.pools) + (" (an arm `method @ pool` pre-trains on the pool's training "
+                                                    "splits; the target source is the study's held-in training "
+                                                    "images without labels)" if s.pools else ""))
     if s.task_kind:
         add("Task", f"{s.task_kind}: {' / '.join(s.label_names)}")
     add("Training sites", _join(s.train_sites))
@@ -101,7 +104,8 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
         base = tables.ablation_base(records, m)
         seen = "image+indication" if r.uses_text else "image"
         desc = [r.role + (f" on {'+'.join('report' if m == 'text' else m for m in r.pretrained_on)}"
-                          if r.pretrained_on else ""), f"classifier sees the {seen}", f"{r.finetune_mode} fine-tuning",
+                          if r.pretrained_on else "") + (f" of pool {r.pool}" if r.pool else ""),
+                f"classifier sees the {seen}", f"{r.finetune_mode} fine-tuning",
                 f"ablation of {base}" if base else f"compared with {r.counterpart}" if r.counterpart else None]
         arms.append(f"`{m}` ({', '.join(d for d in desc if d)})")
     add("Methods", "; ".join(arms))
@@ -279,7 +283,8 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
             table(t)
     b.append(("h", 2, "Paired comparison"))
     comp = tables.comparison_table(answer_mod.comparisons(records, setup)
-                                   + answer_mod.defense_comparisons(records, setup), marks)
+                                   + answer_mod.defense_comparisons(records, setup)
+                                   + answer_mod.diversity_comparisons(records, setup), marks)
     b.append(("table", comp) if comp else ("md", "No self-supervised arm has a counterpart with shared seeds."))
     b.append(("h", 2, "Evaluation self-checks"))
     checks = tables.checks_table(records, setup)

@@ -41,7 +41,7 @@ BOUND_MAX = 0.03
 
 #: the families of comparisons within which p-values are Holm-corrected, with their names in the report
 FAMILIES = {"headline": "headline robustness", "tasks": "retrieval and VQA", "ablations": "ablations",
-            "defenses": "defenses", "secondary": "secondary (clean accuracy, robustness gap, report removed)"}
+            "defenses": "defenses", "diversity": "diversity (pre-training pools)", "secondary": "secondary (clean accuracy, robustness gap, report removed)"}
 
 #: the hierarchical bootstrap: resamples and the fixed seed that make the report deterministic
 N_BOOT = 2000

@@ -24,6 +24,7 @@ from medrobust.engine import checkpoint, distributed
 from medrobust.engine.train import FitConfig, FitResult, fit
 from medrobust.methods.contract import Encoders, MethodInfo, info_of
 from medrobust.models.build import InputFacts, ModelSpecs, build_encoders
+from medrobust.study.pools import Pool
 from medrobust.study.prepare import PreparedData
 from medrobust.study.spec import RunSpec
 
@@ -44,8 +45,9 @@ def inputs_of(data: PreparedData) -> InputFacts:
                       data.tokenizer.vocab_size if data.has_text else None)
 
 
-def _modules(info: MethodInfo, image, text, fusion) -> Encoders:
-    return Encoders(image, text if info.uses_text else None, fusion if info.uses_fusion else None)
+def _modules(info: MethodInfo, image, text, fusion, pool: Pool | None = None) -> Encoders:
+    return Encoders(image, text if info.uses_text else None, fusion if info.uses_fusion else None,
+                    sources=() if pool is None else pool.facts)
 
 
 def pair_subset(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -64,33 +66,40 @@ def decision_objective(method: str, with_text: bool) -> str:
     supervised arm; for a self-supervised arm ``supervised-multimodal`` when its classifier sees the indication
     with the image, else ``supervised`` (the image pathway, also of an image+report pre-training arm)."""
     info = info_of(registry.get("method", method))
-    if not info.self_supervised:
+    if not info.pretrains:
         return method
     return info.counterpart if with_text and info.uses_text else "supervised"
 
 
 def pretrain(run: RunSpec, specs: ModelSpecs, data: PreparedData, budget: PretrainConfig, device: torch.device,
-             ckpt_dir: Path, log: Log) -> Pretrained:
-    """Pre-train the modules of the self-supervised arm of ``run`` into a checkpoint, unless it exists.
+             ckpt_dir: Path, log: Log, pool: Pool | None = None) -> Pretrained:
+    """Pre-train the modules of the pre-training arm of ``run`` into a checkpoint, unless it exists.
 
     An image+text method pre-trains on the pairs of :func:`pair_subset` (``budget.pair_fraction`` of the
-    training images, seeded by the run seed); an image-only method on every training image.
+    training images, seeded by the run seed); an image-only method on every training image. With a ``pool``
+    (the arm's ``pool``), on the pool's sources instead (:meth:`Pool.mixture`).
     """
     cls = registry.get("method", run.method.name)
     info = info_of(cls)
-    path = ckpt_dir / f"{run.method.name}-seed{run.seed}-{run.pretrain_key}.pt"
+    where = "" if pool is None else f"@{pool.name}"
+    path = ckpt_dir / f"{run.method.name}{where}-seed{run.seed}-{run.pretrain_key}.pt"
     if path.exists():
         return Pretrained(path, 0.0, True)
-    encoders = _modules(info, *build_encoders(specs, inputs_of(data), run.seed, pretraining_fusion=info.uses_fusion))
+    sources = () if pool is None else pool.facts
+    encoders = _modules(info, *build_encoders(specs, inputs_of(data), run.seed, pretraining_fusion=info.uses_fusion,
+                                              sources=sources), pool)
     method = cls(encoders, cls.Params.model_validate(run.method.params), seed=run.seed)
     index = pair_subset(len(data.train), budget.pair_fraction, run.seed) if info.uses_text else None
-    log(f"pre-training {run.method.label} (seed {run.seed}) on {len(data.train) if index is None else len(index)} "
-        f"training {'image-report pairs' if info.uses_text else 'images'}, {budget.steps} steps")
+    if pool is None:
+        tensors = data.train_tensors(index, labels=False, text="report" if info.uses_text else None, sites=True)
+        log(f"pre-training {run.method.label} (seed {run.seed}) on {len(data.train) if index is None else len(index)} "
+            f"training {'image-report pairs' if info.uses_text else 'images'}, {budget.steps} steps")
+    else:
+        tensors = pool.mixture(info, index)
+        log(f"pre-training {run.method.label} (seed {run.seed}) on pool {pool.describe()}; {budget.steps} steps")
     quarter = max(1, budget.steps // 4)
     progress = lambda step, total: step % quarter == 0 and log(f"  pre-training {run.method.label}: step {step}/{total}")  # noqa: E731
-    result = fit(method, data.train_tensors(index, labels=False, text="report" if info.uses_text else None,
-                                            sites=True), budget,
-                 seed=run.seed, device=device, progress=progress)
+    result = fit(method, tensors, budget, seed=run.seed, device=device, progress=progress)
     if distributed.is_main():
         checkpoint.save_modules(path, encoders.modules(), meta={
             "method": run.method.label, "seed": run.seed, "losses": result.losses[:: max(1, len(result.losses) // 50)]})
@@ -112,6 +121,7 @@ class RunContext:
     finetune: FitConfig
     device: torch.device
     pretrained: Pretrained | None = None
+    pool: Pool | None = None  # the pool the arm pre-trained on (its encoder has that pool's input adapters)
 
     @property
     def info(self) -> MethodInfo:
@@ -134,7 +144,8 @@ class RunContext:
         info = self.info
         text = self.uses_text if text is None else text
         image, text_enc, fusion = build_encoders(self.specs, inputs_of(self.data), self.run.seed,
-                                                 pretraining_fusion=info.uses_fusion)
+                                                 pretraining_fusion=info.uses_fusion,
+                                                 sources=() if self.pool is None else self.pool.facts)
         if self.pretrained is not None:
             checkpoint.load_modules(self.pretrained.path, _modules(info, image, text_enc, fusion).modules())
         if self.specs.fusion is None:

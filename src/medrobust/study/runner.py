@@ -32,6 +32,7 @@ from medrobust.record import ComponentFacts, RecordError, RunRecord, Sizes, Skip
 from medrobust.report.render import write_report
 from medrobust.study.context import RunContext, decision_objective, pretrain, timed
 from medrobust.study.downstream import run_downstream
+from medrobust.study.pools import Pool, pool_for
 from medrobust.study.prepare import PreparedData, prepare
 from medrobust.study.spec import RunSpec, expand
 from medrobust.study.store import Store
@@ -62,7 +63,7 @@ def arm_augmentations(run: RunSpec, objective_cls: type, objective_params) -> li
     views and the fine-tuning objective's (none for a kNN probe, which does not train)."""
     method_cls = registry.get("method", run.method.name)
     seen = set(augmented_corruptions_of(objective_cls, objective_params)) if run.mode != "knn" else set()
-    if info_of(method_cls).self_supervised:
+    if info_of(method_cls).pretrains:
         seen |= set(augmented_corruptions_of(method_cls, method_cls.Params.model_validate(run.method.params)))
     return sorted(seen)
 
@@ -72,9 +73,10 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     """Pre-train (or load), fine-tune and evaluate one run; the record on rank 0 (None on other ranks)."""
     info = info_of(registry.get("method", run.method.name))
     specs = model_specs(cfg)
-    pretrained = pretrain(run, specs, data, cfg.pretrain, device, study_dir / "checkpoints", log) \
-        if info.self_supervised else None
-    ctx = RunContext(run, data, specs, finetune_budget(cfg), device, pretrained)
+    pool = None if run.method.pool is None else pool_for(cfg, run.method.pool, data)
+    pretrained = pretrain(run, specs, data, cfg.pretrain, device, study_dir / "checkpoints", log, pool) \
+        if info.pretrains else None
+    ctx = RunContext(run, data, specs, finetune_budget(cfg), device, pretrained, pool)
     task = data.dataset.task
     model = classifier_for(*ctx.modules(), task.n_outputs)
     defense, defense_s = None, 0.0
@@ -118,9 +120,10 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
                                      method_cls.Params.model_validate(run.method.params)),
         method_params=run.method.params, augmented=arm_augmentations(run, objective_cls, objective_params),
         role=info.role, counterpart=decision_objective(run.method.name, run.method.decides_with_text)
-        if info.self_supervised else None,
-        task_counterpart=info.counterpart if info.self_supervised and info.uses_text else None,
-        pretrained_on=info.modalities if info.self_supervised else None,
+        if info.pretrains else None,
+        task_counterpart=info.counterpart if info.pretrains and info.uses_text else None,
+        pretrained_on=info.modalities if info.pretrains else None, pool=run.method.pool,
+        target_only=run.method.target_only_label if run.method.pool else None,
         modalities=info_of(objective_cls).modalities, finetune_mode=run.mode,
         defense=None if defense is None else run.method.defense.name, undefended=run.method.base_label,
         randomized=bool(getattr(model, "randomized", False)), fraction=run.fraction, seed=run.seed,
@@ -131,6 +134,22 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         sizes=Sizes(n_labeled=int(len(labeled)), n_train=len(data.train), n_test=len(data.test),
                     n_adversarial=metrics.n_adversarial, n_holdout=0 if data.holdout is None else len(data.holdout),
                     final_loss=float(np.mean(finetune.losses[-10:])) if run.mode != "knn" else None))
+
+
+def load_pools(cfg: StudyConfig, data: PreparedData) -> list[Pool]:
+    """Every pool an arm of ``cfg`` pre-trains on, loaded and checked against each of its arms' methods before any
+    run starts (a source that fails to load, a 2D+3D mix for a one-geometry encoder, a pool without the reports or
+    labels a method needs: each a :class:`ConfigError` naming the pool)."""
+    pools = {}
+    for m in cfg.methods:
+        if m.pool is None:
+            continue
+        pool = pools.get(m.pool) or pool_for(cfg, m.pool, data)
+        info = info_of(registry.get("method", m.name))
+        if not (info.uses_text and not data.has_text):  # such an arm is skipped (the target has no reports)
+            pool.check(info)
+        pools[m.pool] = pool
+    return list(pools.values())
 
 
 def _inference_seconds(model: torch.nn.Module, ev, batch_size: int) -> float:
@@ -146,13 +165,14 @@ def _inference_seconds(model: torch.nn.Module, ev, batch_size: int) -> float:
 
 
 def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipped: list[dict],
-                invocation_s: float | None) -> StudyFacts:
+                invocation_s: float | None, pools: list[Pool] = ()) -> StudyFacts:
     """The facts the report is written from (the words are the report's)."""
     ds, ev = data.dataset, cfg.evaluation
     held = set(cfg.data.holdout_sites)
     comp = lambda c: ComponentFacts(name=c.name, params=c.params)  # noqa: E731
     return StudyFacts(
-        study=cfg.name, data=data.describe(), data_notes=list(data.notes), task_kind=ds.task.kind, label_names=list(ds.task.label_names),
+        study=cfg.name, data=data.describe(), data_notes=list(data.notes) + [n for p in pools for n in p.notes],
+        pools=[p.describe() for p in pools], task_kind=ds.task.kind, label_names=list(ds.task.label_names),
         train_sites=[s for s in ds.site_names if s not in held], holdout_sites=list(cfg.data.holdout_sites),
         arms=list(dict.fromkeys([r.arm for r in runs] or [m.label for m in cfg.methods])),
         fractions=cfg.label_fractions, seeds=cfg.seeds, epsilons=[eps_key(e) for e in ev.epsilons],
@@ -192,6 +212,11 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
         f"{len(pending)} to run; data: {data.describe()}")
     for note in data.notes:
         log(f"data: {note}")
+    pools = load_pools(cfg, data)
+    for pool in pools:
+        log(f"pool {pool.describe()}")
+        for note in pool.notes:
+            log(f"data: {note}")
     ref = eps_key(cfg.evaluation.reference_epsilon)
     for i, run in enumerate(pending, 1):
         t0 = time.perf_counter()
@@ -205,7 +230,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
                 f"{', pre-training cached' if record.timing.pretrain_cached else ''})")
     if not distributed.is_main():
         return study_dir / "report" / "report.md"
-    facts = study_facts(cfg, data, runs, skipped, time.perf_counter() - started if pending else None)
+    facts = study_facts(cfg, data, runs, skipped, time.perf_counter() - started if pending else None, pools)
     atomic_write_text(study_dir / "setup.json", facts.model_dump_json(indent=1))
     return write_study_report(study_dir, store)
 

@@ -104,12 +104,16 @@ def expand(cfg: StudyConfig, has_text: bool, has_indications: bool = False) -> t
             multimodal = cfg.multimodal.model_dump() if info.uses_text else None
             fusion = (multimodal and multimodal["fusion"]) or {"name": "fusion", "params": {}}
             pretrain_key = None
-            if info.self_supervised:
-                budget = cfg.pretrain.model_dump(exclude=None if info.uses_text else {"pair_fraction"})
+            if info.pretrains:
+                budget = cfg.pretrain.budget()
+                if not info.uses_text:
+                    budget.pop("pair_fraction")  # image-only: every image, no pairs
+                pool = None if method.pool is None else [s.model_dump() for s in cfg.pretrain.pools[method.pool]]
                 pretrain_key = digest({**common, "method": {"name": method.name, "params": method.params},
-                                       "seed": seed, "pretrain": budget,  # image-only: every image, no pairs
-                                       **({"fusion": fusion} if info.uses_fusion else {})})
-            modes = cfg.finetune.mode if info.self_supervised else ["full"]
+                                       "seed": seed, "pretrain": budget,
+                                       **({"fusion": fusion} if info.uses_fusion else {}),
+                                       **({"pool": pool} if pool is not None else {})})
+            modes = cfg.finetune.mode if info.pretrains else ["full"]
             if info.uses_text and "knn" in modes:
                 modes = [m for m in modes if m != "knn"]
                 if seed == cfg.seeds[0]:
