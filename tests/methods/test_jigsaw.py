@@ -92,7 +92,9 @@ def test_method_classifies_the_permutation_index(vit):
     (enc.patch if vit else enc.body).register_forward_pre_hook(lambda mod, inp: sizes.append(tuple(inp[0].shape)))
     out = method({"image": torch.rand(3, 1, 28, 28)})
     assert sizes == [(12, 1, 28, 28) if vit else (12, 1, 12, 12)]  # 3 images x 4 tiles; the ViT gets them resized
-    assert method.head[-1].out_features == 10 and method.head[0].in_features == 4 * enc.feature_dim
+    head = method.heads["1ch-2d"]  # the one signature of the encoder (no pre-training pool)
+    assert list(method.heads) == ["1ch-2d"] and head.permutations.shape == (10, 4)
+    assert head.mlp[-1].out_features == 10 and head.mlp[0].in_features == 4 * enc.feature_dim
     assert abs(out["loss"].item() - math.log(10)) < 1.0 and 0 <= out["accuracy"] <= 1
     out["loss"].backward()
     assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)

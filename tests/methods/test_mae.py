@@ -92,7 +92,7 @@ def test_simmim_variant_feeds_the_cnn_masked_pixels():
     method = MAE(Encoders(enc), seed=0)
     assert not method.use_mae
     with torch.no_grad():
-        method.mask_value.fill_(0.25)
+        method.heads["1ch-2d"].mask_value.fill_(0.25)
     seen = []
     enc.body.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))  # the pixels the CNN gets
     x = torch.full((2, 1, 28, 28), 0.8)  # constant: views keep it constant

@@ -12,6 +12,8 @@ from medrobust.methods.contract import Encoders
 from medrobust.methods.masking import (
     fill_masked,
     mask_counts,
+    pad_to_multiple,
+    patch_grid,
     patch_mask_to_pixels,
     patchify,
     random_mask,
@@ -135,8 +137,20 @@ def test_patchify_pixel_mask_and_mean_fill():
     assert torch.equal(filled[~pix.expand_as(x)], x[~pix.expand_as(x)])
     with pytest.raises(ValueError, match="not divisible by patch_size 5"):
         patchify(x, 5)
-    with pytest.raises(ValueError, match="3D volumes are not supported"):
-        patchify(torch.rand(1, 1, 8, 8, 8), 4)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\] or volumes"):
+        patchify(torch.rand(1, 1, 8), 4)
+    v = torch.rand(2, 2, 4, 8, 8)  # volumes: cubic patches, (channel, d, h, w) inside a patch
+    cubes = patchify(v, 4)
+    assert cubes.shape == (2, 4, 128) and torch.equal(cubes[1, 3].view(2, 4, 4, 4), v[1, :, :, 4:8, 4:8])
+    vmask = torch.zeros(2, 4, dtype=torch.bool)
+    vmask[0, 3] = True
+    vpix = patch_mask_to_pixels(vmask, tuple(v.shape), 4)
+    assert vpix.shape == (2, 1, 4, 8, 8) and vpix.sum() == 64 and vpix[0, 0, :, 4:, 4:].all()
+    # a size that is not a multiple: the border-padded grid, cropped back to the image
+    assert patch_grid((2, 3, 10, 12), 4) == (3, 3)
+    odd = patch_mask_to_pixels(torch.ones(2, 9, dtype=torch.bool), (2, 3, 10, 12), 4)
+    assert odd.shape == (2, 1, 10, 12) and odd.all()
+    assert patchify(pad_to_multiple(torch.rand(2, 3, 10, 12), 4), 4).shape == (2, 9, 48)
 
 
 # --- the methods -----------------------------------------------------------------------------------------
@@ -269,9 +283,8 @@ def test_bad_configuration_errors(pairs):
             RobustMMR.Params(**bad)
     method = MMR(Encoders(image, text, fusion), MMR.Params(patch_size=8))
     batch = unit_batch(tensors, 4)
-    with pytest.raises(ValueError, match="not divisible by patch_size 8"):
-        method(batch)
-    with pytest.raises(ValueError, match="3D volumes are not supported"):
+    assert torch.isfinite(method(batch)["loss"])  # 28 px at patch 8: a border-padded 4x4 grid
+    with pytest.raises(ValueError, match=r"no head for 1ch-3d.*built for 1ch-2d"):  # a 2D encoder's method
         MMR(Encoders(image, text, fusion))({"image": torch.rand(4, 1, 28, 28, 28), "tokens": batch["tokens"]})
     with pytest.raises(ValueError, match="no 'tokens'"):
         MMR(Encoders(image, text, fusion))({"image": batch["image"]})

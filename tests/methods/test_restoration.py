@@ -119,5 +119,5 @@ def test_restoration_loss_is_mse_of_restored_corrupted_input():
     out = method({"image": x})
     corrupted = models_genesis(x, method.params.genesis, replay)
     with torch.no_grad():
-        expected = F.mse_loss(method.decoder(enc.forward_features(corrupted), (28, 28)), x)
+        expected = F.mse_loss(method.decoder["1ch-2d"](enc.forward_features(corrupted), (28, 28)), x)
     assert torch.allclose(out["loss"], expected, atol=1e-6)

@@ -9,7 +9,7 @@ from medrobust.models.heads import Classifier, FixedReport
 from medrobust.models.text import TextTransformer
 
 
-@pytest.mark.parametrize("name", ["cnn", "vit"])
+@pytest.mark.parametrize("name", ["cnn", "vit", "medformer"])
 @pytest.mark.parametrize("dims, channels", [(2, 1), (2, 3), (3, 1)])
 def test_image_encoders_surface_2d_and_3d(name, dims, channels):
     cls = registry.get("encoder", name)

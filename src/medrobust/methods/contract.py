@@ -147,13 +147,19 @@ class Encoders:
 
 def input_signatures(encoders: Encoders) -> list[tuple[int, int]]:
     """The distinct ``(channels, spatial_dims)`` a method must handle, in first-seen order: those of
-    ``encoders.sources``, or, without sources, the one geometry of ``encoders.image``
-    (:func:`medrobust.methods.restoration.input_geometry`)."""
+    ``encoders.sources``, or, without sources, the one geometry of ``encoders.image`` (:func:`input_geometry`)."""
     if encoders.sources:
         return list(dict.fromkeys((s.image_shape[0], len(s.image_shape) - 1) for s in encoders.sources))
-    from medrobust.methods.restoration import input_geometry
-
     return [input_geometry(encoders.image)]
+
+
+def input_geometry(encoder: nn.Module) -> tuple[int, int]:
+    """``(channels, spatial_dims)`` of the images ``encoder`` takes, read from its first convolution."""
+    for module in encoder.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            return module.in_channels, 2 if isinstance(module, nn.Conv2d) else 3
+    raise ValueError(f"cannot tell the input channels of encoder {type(encoder).__name__}: it has no Conv2d/Conv3d; "
+                     "pixel-reconstruction methods need an image encoder that starts with a convolution")
 
 
 def method_generator(seed: int) -> torch.Generator:

@@ -10,8 +10,10 @@ made deterministic (:func:`hamming_permutations`).
 
 Grid 2 (4 tiles, 24 permutations = all of them) suits 28 px images; use ``grid: 3`` with e.g.
 ``n_permutations: 100`` (the paper's setting) from ~64 px. Volumes use ``grid^3`` tiles (at most 9 tiles:
-the permutation set is searched exhaustively). Encoders with a fixed input size (the ViT) get each tile
-resized back to the image size; the CNN encodes tiles at their own size.
+the permutation set is searched exhaustively). Encoders with a fixed token grid (the ViT: ``num_patches``) get
+each tile resized back to the image size; the CNN and the medformer (any size) encode tiles at their own size.
+On a pre-training pool each input signature gets its own head and permutation set
+(:class:`~medrobust.methods.adapters.SignatureHeads`: 2D images have ``grid²`` tiles, volumes ``grid³``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from medrobust.data.views import ViewParams, random_view
+from medrobust.methods.adapters import SignatureHeads
 from medrobust.methods.contract import Encoders, MethodInfo, method_generator
-from medrobust.methods.restoration import input_geometry
 from medrobust.registry import register
 
 MAX_TILES = 9  # 9! = 362,880 candidate permutations: the largest set searched exhaustively
@@ -131,26 +133,36 @@ class Jigsaw(nn.Module):
         self.params = p = params or JigsawParams()
         self.generator = method_generator(seed)
         self.image_encoder = image_encoder
-        _, dims = input_geometry(image_encoder)
-        self.n_tiles = p.grid ** dims
-        self.register_buffer("permutations", hamming_permutations(self.n_tiles, p.n_permutations).clone(),
-                             persistent=False)
-        self.fixed_size = hasattr(image_encoder, "patch_tokens")  # ViT: position embeddings of one image size
-        self.head = nn.Sequential(nn.Linear(self.n_tiles * image_encoder.feature_dim, p.hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(p.hidden, p.n_permutations))
+        self.fixed_size = hasattr(image_encoder, "num_patches")  # ViT: position embeddings of one image size
+        self.heads = SignatureHeads.of(encoders, lambda c, d: JigsawHead(p.grid ** d, image_encoder.feature_dim, p),
+                                       "jigsaw")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = random_view(batch["image"], self.params.views, self.generator)  # [N, C, *spatial]
-        n, size = len(x), tuple(x.shape[2:])
+        n, size, head = len(x), tuple(x.shape[2:]), self.heads.for_input(x)
         tiles = cut_tiles(x, self.params.grid, self.params.tile_fraction, self.generator)  # [N, T, C, *tile]
         if self.params.normalize_tiles:
             tiles = normalize_tiles(tiles)
-        labels = torch.randint(0, len(self.permutations), (n,), generator=self.generator).to(x.device)
-        flat = shuffle_tiles(tiles, self.permutations, labels).flatten(0, 1)  # [N·T, C, *tile]
+        labels = torch.randint(0, len(head.permutations), (n,), generator=self.generator).to(x.device)
+        flat = shuffle_tiles(tiles, head.permutations, labels).flatten(0, 1)  # [N·T, C, *tile]
         if self.fixed_size:
             flat = F.interpolate(flat, size=size, mode="bilinear" if len(size) == 2 else "trilinear",
                                  align_corners=False)
         features = self.image_encoder.forward_features(flat).view(n, -1)  # [N, T·D]
-        logits = self.head(features)  # [N, n_permutations]
+        logits = head(features)  # [N, n_permutations]
         return {"loss": F.cross_entropy(logits, labels),
                 "accuracy": (logits.argmax(dim=1) == labels).float().mean().detach()}
+
+
+class JigsawHead(nn.Module):
+    """One signature's permutation set (``permutations``, not saved) and classifier over ``n_tiles`` features."""
+
+    def __init__(self, n_tiles: int, feature_dim: int, p: JigsawParams):
+        super().__init__()
+        self.n_tiles = n_tiles
+        self.register_buffer("permutations", hamming_permutations(n_tiles, p.n_permutations).clone(), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(n_tiles * feature_dim, p.hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(p.hidden, p.n_permutations))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # [N, n_tiles · D] -> [N, n_permutations]
+        return self.mlp(features)

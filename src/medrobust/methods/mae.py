@@ -16,10 +16,18 @@ Mask ratio: 0.4 by default. MAE's 0.75 is tuned on natural images; the project's
 medical literature reports best ratios around 0.4 for radiographs (masking-ratio studies on X-rays, e.g.
 Li et al. 2023, "RGMIM: Region-Guided Masked Image Modeling for Learning Meaningful Representations from
 X-Ray Images", arXiv:2211.00313). It is a parameter: ``{name: mae, mask_ratio: 0.75}``.
+
+MAE runs on any *token encoder* (``vit``, ``medformer``: ``patch_size_of``, ``embed_tokens``,
+``encode_sequence``). The decoder's positions follow the encoder's: a learned table on an encoder with a fixed
+grid (``vit``'s ``num_patches``), fixed sine-cosine codes of the grid otherwise (``medformer``: any size). On a
+pre-training pool the per-patch prediction layer (SimMIM: the fill value and the pixel decoder) is built once per
+input signature (:class:`~medrobust.methods.adapters.SignatureHeads`), with that signature's patch size; sizes that
+are not a multiple of the patch are padded by the encoder, and the target by repeating its border pixels.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -29,9 +37,25 @@ from torch import nn
 
 from medrobust import registry
 from medrobust.data.views import ViewParams, random_view
+from medrobust.methods.adapters import SignatureHeads
 from medrobust.methods.contract import Encoders, MethodInfo, method_generator
-from medrobust.methods.restoration import PixelDecoder, input_geometry
+from medrobust.methods.masking import pad_to_multiple
+from medrobust.methods.restoration import PixelDecoder
+from medrobust.models.medformer import sincos_grid, token_grid
 from medrobust.registry import register
+
+TOKEN_ENCODER = ("patch_size_of", "embed_tokens", "encode_sequence")  # the interface MAE proper needs
+
+
+def is_token_encoder(encoder) -> bool:
+    """An encoder (class or instance) with the token-encoder interface (``vit``, ``medformer``)."""
+    return all(hasattr(encoder, a) for a in TOKEN_ENCODER)
+
+
+@functools.lru_cache(maxsize=32)
+def decoder_sincos(grid: tuple[int, ...], dim: int) -> torch.Tensor:
+    """``[1, 1 + P, dim]``: 0 for [CLS], then :func:`~medrobust.models.medformer.sincos_grid` (CPU, read-only)."""
+    return torch.cat([torch.zeros(1, dim), sincos_grid(grid, dim)]).unsqueeze(0)
 
 
 def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -114,7 +138,7 @@ class MAEParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mask_ratio: float = Field(0.4, gt=0, lt=1, description="fraction of patches masked (see module docstring)")
     variant: Literal["auto", "mae", "simmim"] = Field(
-        "auto", description="auto: MAE on a ViT (encoder with patch_tokens), SimMIM-style on any other encoder")
+        "auto", description="auto: MAE on a token encoder (vit, medformer), SimMIM-style on any other encoder")
     norm_pix_loss: bool = True
     decoder_dim: int = Field(64, ge=8, description="MAE decoder width (paper 512)")
     decoder_depth: int = Field(1, ge=1, description="MAE decoder blocks (paper 8)")
@@ -133,10 +157,10 @@ class MAE(nn.Module):
 
     @classmethod
     def display_name_for(cls, encoder_name: str, params: MAEParams | None = None) -> str:
-        """``"MAE"`` on a ViT (a registered encoder with ``patch_tokens``); the SimMIM-style variant's name on
-        any other encoder, or when ``variant`` is ``"simmim"`` — what ``__init__`` builds for that encoder."""
+        """``"MAE"`` on a token encoder (:func:`is_token_encoder`: vit, medformer); the SimMIM-style variant's
+        name on any other encoder, or when ``variant`` is ``"simmim"`` — what ``__init__`` builds for it."""
         variant = (params or MAEParams()).variant
-        is_vit = hasattr(registry.get("encoder", encoder_name), "patch_tokens")
+        is_vit = is_token_encoder(registry.get("encoder", encoder_name))
         if is_vit and variant != "simmim":
             return cls.info.display_name
         return "SimMIM-style masked image modelling" + (" (MAE on a CNN)" if not is_vit else " (MAE on a ViT)")
@@ -147,32 +171,34 @@ class MAE(nn.Module):
         self.params = p = params or MAEParams()
         self.generator = method_generator(seed)
         self.image_encoder = image_encoder
-        is_vit = all(hasattr(image_encoder, a) for a in ("patch_tokens", "pos", "cls", "blocks", "norm", "patch"))
+        is_vit = is_token_encoder(image_encoder)
         if p.variant == "mae" and not is_vit:
             raise ValueError(f"mae variant 'mae' needs a ViT encoder (patch tokens); got {type(image_encoder).__name__}. "
-                             "Choose it with image_encoder.name=vit, or use variant 'auto' / 'simmim' for CNNs")
+                             "Choose it with image_encoder.name=vit (or medformer), or use variant 'auto' / 'simmim' "
+                             "for CNNs")
         self.use_mae = is_vit and p.variant != "simmim"
-        channels, dims = input_geometry(image_encoder)
         if self.use_mae:
-            self._build_mae_decoder(image_encoder, channels)
+            self._build_mae_decoder(encoders)
         else:
-            self.mask_value = nn.Parameter(torch.full((1, channels) + (1,) * dims, 0.5))
-            self.decoder = PixelDecoder(image_encoder.feature_dim, channels, dims)
+            self.heads = SignatureHeads.of(encoders, lambda c, d: SimMIMHead(image_encoder.feature_dim, c, d),
+                                           "mae (SimMIM-style)")
 
-    def _build_mae_decoder(self, enc: nn.Module, channels: int) -> None:
-        p = self.params
+    def _build_mae_decoder(self, encoders: Encoders) -> None:
+        p, enc = self.params, encoders.image
         if p.decoder_dim % p.decoder_heads:
             raise ValueError(f"mae: decoder_dim {p.decoder_dim} is not divisible by decoder_heads {p.decoder_heads}")
-        self.patch = enc.patch.kernel_size[0]
-        self.channels = channels
         self.decoder_embed = nn.Linear(enc.feature_dim, p.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, p.decoder_dim))
-        self.decoder_pos = nn.Parameter(torch.randn(1, enc.num_patches + 1, p.decoder_dim) * 0.02)
+        if hasattr(enc, "num_patches"):  # one fixed grid with learned positions (vit): so are the decoder's
+            self.decoder_pos = nn.Parameter(torch.randn(1, enc.num_patches + 1, p.decoder_dim) * 0.02)
+        else:  # any grid (medformer): sine-cosine codes of the grid (decoder_sincos)
+            self.register_parameter("decoder_pos", None)
         layer = nn.TransformerEncoderLayer(p.decoder_dim, p.decoder_heads, 2 * p.decoder_dim, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.decoder_blocks = nn.TransformerEncoder(layer, p.decoder_depth, enable_nested_tensor=False)
         self.decoder_norm = nn.LayerNorm(p.decoder_dim)
-        self.decoder_pred = nn.Linear(p.decoder_dim, self.patch ** len(enc.patch.kernel_size) * channels)
+        self.decoder_pred = SignatureHeads.of(  # per signature: patch^d · C pixels of its own patch size
+            encoders, lambda c, d: nn.Linear(p.decoder_dim, enc.patch_size_of(d) ** d * c), "mae")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = random_view(batch["image"], self.params.views, self.generator)  # [N, C, *spatial] in [0, 1]
@@ -180,23 +206,39 @@ class MAE(nn.Module):
 
     def _mae(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         enc, n = self.image_encoder, len(x)
-        tokens = enc.patch_tokens(x) + enc.pos[:, 1:]  # [N, P, dim]
+        tokens, cls = enc.embed_tokens(x)  # [N, P, dim] and [N, 1, dim], positions added
         num_patches, dim = tokens.shape[1:]
         ids_keep, mask, ids_restore = (t.to(x.device) for t in
                                        random_masking(n, num_patches, self.params.mask_ratio, self.generator))
         visible = tokens.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))  # [N, L, dim]
-        cls = (enc.cls + enc.pos[:, :1]).expand(n, -1, -1)
-        latent = enc.norm(enc.blocks(torch.cat([cls, visible], dim=1)))  # [N, 1 + L, dim]
+        latent = enc.encode_sequence(torch.cat([cls, visible], dim=1))  # [N, 1 + L, dim]
         h = self.decoder_embed(latent)  # [N, 1 + L, dd]
         filler = self.mask_token.expand(n, num_patches - visible.shape[1], -1)
         seq = torch.cat([h[:, 1:], filler], dim=1).gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
-        seq = self.decoder_blocks(torch.cat([h[:, :1], seq], dim=1) + self.decoder_pos)  # [N, 1 + P, dd]
-        pred = self.decoder_pred(self.decoder_norm(seq[:, 1:]))  # [N, P, patch^d · C]
-        return {"loss": mae_loss(pred, patchify(x, self.patch), mask, self.params.norm_pix_loss)}
+        seq = self.decoder_blocks(torch.cat([h[:, :1], seq], dim=1) + self._decoder_positions(x))  # [N, 1 + P, dd]
+        pred = self.decoder_pred.for_input(x)(self.decoder_norm(seq[:, 1:]))  # [N, P, patch^d · C]
+        patch = enc.patch_size_of(x.ndim - 2)
+        target = patchify(pad_to_multiple(x, patch), patch)  # [N, P, patch^d · C]
+        return {"loss": mae_loss(pred, target, mask, self.params.norm_pix_loss)}
+
+    def _decoder_positions(self, x: torch.Tensor) -> torch.Tensor:  # [1, 1 + P, dd]
+        if self.decoder_pos is not None:
+            return self.decoder_pos
+        return decoder_sincos(token_grid(self.image_encoder, x.shape), self.params.decoder_dim).to(x)
 
     def _simmim(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        p = self.params
+        p, head = self.params, self.heads.for_input(x)
         mask = simmim_mask(x.shape, p.mask_patch_size, p.mask_ratio, self.generator).to(x.device)  # [N, 1, *S]
-        masked = x * (1 - mask) + self.mask_value.clamp(0, 1) * mask
-        pred = self.decoder(self.image_encoder.forward_features(masked), tuple(x.shape[2:]))  # [N, C, *S]
+        masked = x * (1 - mask) + head.mask_value.clamp(0, 1) * mask
+        pred = head.decoder(self.image_encoder.forward_features(masked), tuple(x.shape[2:]))  # [N, C, *S]
         return {"loss": simmim_loss(pred, x, mask)}
+
+
+class SimMIMHead(nn.Module):
+    """The SimMIM-style variant's output adapter for one signature: the learned fill value (one per channel,
+    in pixel space, initially 0.5) and the :class:`~medrobust.methods.restoration.PixelDecoder`."""
+
+    def __init__(self, feature_dim: int, channels: int, spatial_dims: int):
+        super().__init__()
+        self.mask_value = nn.Parameter(torch.full((1, channels) + (1,) * spatial_dims, 0.5))
+        self.decoder = PixelDecoder(feature_dim, channels, spatial_dims)

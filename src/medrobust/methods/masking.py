@@ -4,12 +4,17 @@ Random masks follow MAE (He et al. 2022, "Masked Autoencoders Are Scalable Visio
 permutation per image, the first ``round(ratio * P)`` positions masked) and BERT (Devlin et al. 2019) for
 report tokens. Saliency masks follow the perturbation-aware masking of Robust-MMR (Filvantorkaman & Piri
 2026): a fraction of each mask goes to the positions the current model is most sensitive to, the rest is
-random. Written by hand: a few tensor lines each, randomness only from the given ``torch.Generator``.
+random. Written by hand: a few tensor lines each, randomness only from the given ``torch.Generator``. Patches
+are squares (2D) or cubes (3D); sizes that are not a multiple of the patch use the border-padded
+:func:`patch_grid` (:func:`pad_to_multiple` for pixel targets).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def _check_ratio(name: str, value: float) -> None:
@@ -88,26 +93,45 @@ def saliency_mask(scores: torch.Tensor, ratio: float, saliency_frac: float, gene
 
 
 def patchify(x: torch.Tensor, patch_size: int, who: str = "mmr") -> torch.Tensor:
-    """Non-overlapping square patches in raster order: ``[N, C, H, W] -> [N, P, C * ps * ps]``."""
-    if x.ndim != 4:
-        raise ValueError(f"{who}: masked image modelling needs 2D images [N, C, H, W]; got shape {tuple(x.shape)} "
-                         "(3D volumes are not supported)")
-    n, c, h, w = x.shape
-    if h % patch_size or w % patch_size:
-        raise ValueError(f"{who}: image size {h}x{w} is not divisible by patch_size {patch_size}")
-    gh, gw = h // patch_size, w // patch_size
-    x = x.reshape(n, c, gh, patch_size, gw, patch_size).permute(0, 2, 4, 1, 3, 5)  # [N, gh, gw, C, ps, ps]
-    return x.reshape(n, gh * gw, c * patch_size * patch_size)
+    """Non-overlapping square (cubic) patches in raster order: ``[N, C, *spatial] -> [N, P, C · ps^d]``, pixels
+    inside a patch in (channel, spatial...) order (2D: ``[N, C, H, W] -> [N, P, C·ps·ps]``)."""
+    if x.ndim not in (4, 5):
+        raise ValueError(f"{who}: masked image modelling needs images [N, C, H, W] or volumes [N, C, D, H, W]; "
+                         f"got shape {tuple(x.shape)}")
+    n, c, *size = x.shape
+    if any(s % patch_size for s in size):
+        raise ValueError(f"{who}: image size {'x'.join(map(str, size))} is not divisible by patch_size {patch_size}")
+    d, grid = len(size), [s // patch_size for s in size]
+    x = x.reshape([n, c] + [v for g in grid for v in (g, patch_size)])
+    x = x.permute([0] + [2 + 2 * i for i in range(d)] + [1] + [3 + 2 * i for i in range(d)])  # [N, *grid, C, ps..]
+    return x.reshape(n, math.prod(grid), c * patch_size ** d)
+
+
+def patch_grid(image_shape: tuple[int, ...], patch_size: int) -> tuple[int, ...]:
+    """``(⌈s / ps⌉, ...)`` over the spatial axes of ``[N, C, *spatial]``: the grid of (border-padded) patches."""
+    return tuple(math.ceil(s / patch_size) for s in image_shape[2:])
+
+
+def pad_to_multiple(x: torch.Tensor, patch_size: int, mode: str = "replicate") -> torch.Tensor:
+    """``[N, C, *spatial]`` padded on the high side of each axis to the next multiple of ``patch_size``
+    (``"replicate"``: the border pixels repeated; ``"constant"``: zeros). Unchanged when already a multiple."""
+    pad = [v for s in reversed(x.shape[2:]) for v in (0, -s % patch_size)]
+    if not any(pad):
+        return x
+    return F.pad(x, pad, mode=mode) if mode != "constant" else F.pad(x, pad)
 
 
 def patch_mask_to_pixels(mask: torch.Tensor, image_shape: tuple[int, ...], patch_size: int) -> torch.Tensor:
-    """``bool [N, P]`` patch mask -> ``bool [N, 1, H, W]`` pixel mask (same raster order as :func:`patchify`)."""
-    n, _, h, w = image_shape
-    grid = mask.reshape(n, 1, h // patch_size, w // patch_size)
-    return grid.repeat_interleave(patch_size, dim=2).repeat_interleave(patch_size, dim=3)
+    """``bool [N, P]`` patch mask -> ``bool [N, 1, *spatial]`` pixel mask (same raster order as :func:`patchify`
+    over the :func:`patch_grid`; border patches cropped to the image)."""
+    n, size = image_shape[0], tuple(image_shape[2:])
+    m = mask.reshape(n, 1, *patch_grid(image_shape, patch_size))
+    for axis in range(len(size)):
+        m = m.repeat_interleave(patch_size, dim=2 + axis)
+    return m[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
 
 
 def fill_masked(x: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
-    """Masked pixels replaced by the per-image, per-channel mean of ``x`` ([N, C, H, W] in [0, 1])."""
-    mean = x.mean(dim=(2, 3), keepdim=True)  # [N, C, 1, 1]
+    """Masked pixels replaced by the per-image, per-channel mean of ``x`` ([N, C, *spatial] in [0, 1])."""
+    mean = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)  # [N, C, 1, 1(, 1)]
     return torch.where(pixel_mask, mean.expand_as(x), x)

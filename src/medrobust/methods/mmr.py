@@ -9,7 +9,10 @@ Devlin et al. 2019), each conditioned on the other modality through the fusion t
 Encoder-agnostic: the image encoder gives a token grid (``forward_tokens``: a CNN's final map or a ViT's
 patch tokens); the MIM decoder resamples the fused image tokens to the pixel-patch grid (bilinear) and
 maps each to its patch's pixels with a small MLP. Masked pixels are replaced by the per-image mean
-before encoding (a CNN sees no token dropping), so the same code works for both encoders. 2D only.
+before encoding (a CNN sees no token dropping), so the same code works for every encoder. 2D images and 3D
+volumes (cubic patches); a size that is not a multiple of ``patch_size`` gets a border-padded patch grid (the
+targets repeat the border pixels). On a pre-training pool the MIM decoder is built once per input signature
+(:class:`~medrobust.methods.adapters.SignatureHeads`: ``C · patch^d`` pixels per patch).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from medrobust.data.tokenizer import CLS, MASK, PAD
+from medrobust.methods.adapters import SignatureHeads
 from medrobust.methods.contract import Encoders, MethodInfo, method_generator
-from medrobust.methods.masking import fill_masked, patch_mask_to_pixels, patchify, random_mask
-from medrobust.models.layers import InputNorm
+from medrobust.methods.masking import (fill_masked, pad_to_multiple, patch_grid, patch_mask_to_pixels, patchify,
+                                      random_mask)
 from medrobust.registry import register
 
 
@@ -45,22 +49,25 @@ class MMRParams(BaseModel):
 
 
 class MIMDecoder(nn.Module):
-    """Fused image tokens ``[N, T, dim]`` (a ``g x g`` grid) -> pixels of the ``gh x gw`` patch grid."""
+    """Fused image tokens ``[N, T, dim]`` (a ``g^d`` grid) -> pixels of the ``gh x gw (x gd)`` patch grid."""
 
     def __init__(self, dim: int, patch_pixels: int):
         super().__init__()
         self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, patch_pixels))
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:  # -> [N, gh * gw, pixels]
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:  # -> [N, Π grid, pixels]
         n, t, d = tokens.shape
-        if t != grid[0] * grid[1]:
-            side = math.isqrt(t)
-            if side * side != t:
-                raise ValueError(f"mmr: the image encoder gives {t} tokens, not a square grid, and not the "
-                                 f"{grid[0]}x{grid[1]} patch grid; choose patch_size so they match")
-            maps = tokens.transpose(1, 2).reshape(n, d, side, side)  # [N, dim, g, g]
-            maps = F.interpolate(maps, size=grid, mode="bilinear", align_corners=False)  # [N, dim, gh, gw]
-            tokens = maps.flatten(2).transpose(1, 2)  # [N, gh * gw, dim]
+        if t != math.prod(grid):
+            dims = len(grid)
+            side = round(t ** (1 / dims))
+            if side ** dims != t:
+                raise ValueError(f"mmr: the image encoder gives {t} tokens, not a {'square' if dims == 2 else 'cubic'} "
+                                 f"grid, and not the {'x'.join(map(str, grid))} patch grid; choose patch_size so "
+                                 "they match")
+            maps = tokens.transpose(1, 2).reshape(n, d, *([side] * dims))  # [N, dim, g, g(, g)]
+            maps = F.interpolate(maps, size=tuple(grid), mode="bilinear" if dims == 2 else "trilinear",
+                                 align_corners=False)  # [N, dim, *grid]
+            tokens = maps.flatten(2).transpose(1, 2)  # [N, Π grid, dim]
         return self.mlp(tokens)
 
 
@@ -112,24 +119,23 @@ class MMR(nn.Module):
                              f"{type(text_encoder).__name__} has none")
         self.params = params or self.Params()
         self.image_encoder, self.text_encoder, self.fusion = image_encoder, text_encoder, fusion
-        self.patch_pixels = _in_channels(image_encoder) * self.params.patch_size ** 2  # C * ps * ps
-        self.decoder = MIMDecoder(fusion.feature_dim, self.patch_pixels)
+        ps = self.params.patch_size
+        self.decoder = SignatureHeads.of(encoders, lambda c, d: MIMDecoder(fusion.feature_dim, c * ps ** d), name)
         self.mlm_head = nn.Linear(fusion.feature_dim, text_encoder.token.num_embeddings)
         self.generator = method_generator(seed)
 
     # --- pieces shared with robust-mmr -------------------------------------------------------------
     def check_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``image [N, C, H, W]`` and ``tokens [N, L']`` (the all-[PAD] tail cut) from the batch; clear errors."""
+        """``image [N, C, *spatial]`` and ``tokens [N, L']`` (the all-[PAD] tail cut) from the batch; clear errors."""
         name = self.registry_name
         for key in ("image", "tokens"):
             if key not in batch:
                 raise ValueError(f"{name}: the batch has no {key!r}; it needs 'image' and 'tokens' "
                                  "(image-report pairs)")
         x, tokens = batch["image"], batch["tokens"]
-        patchify(x[:1], self.params.patch_size, name)  # shape checks: 2D, divisible by patch_size
-        if x.shape[1] * self.params.patch_size ** 2 != self.patch_pixels:
-            raise ValueError(f"{name}: images have {x.shape[1]} channels, the encoder expects "
-                             f"{self.patch_pixels // self.params.patch_size ** 2}")
+        if x.ndim not in (4, 5):
+            raise ValueError(f"{name}: images must be [N, C, H, W] or [N, C, D, H, W], got shape {tuple(x.shape)}")
+        self.decoder.for_input(x)  # a MIM decoder for its signature (channels × 2D/3D), else a clear error
         if tokens.ndim != 2 or len(tokens) != len(x) or tokens.is_floating_point():
             raise ValueError(f"{name}: tokens must be int64 [N, L] with N = {len(x)} images, "
                              f"got {tokens.dtype} {tuple(tokens.shape)}")
@@ -150,8 +156,8 @@ class MMR(nn.Module):
                        ) -> dict[str, torch.Tensor]:
         """MIM on the masked patches of the clean ``x`` and MLM on the masked ``tokens`` (the original ids)."""
         ps = self.params.patch_size
-        grid = (x.shape[2] // ps, x.shape[3] // ps)
-        mim = mim_loss(self.decoder(image_out, grid), patchify(x, ps), image_mask, self.params.norm_pix_loss)
+        pred = self.decoder.for_input(x)(image_out, patch_grid(x.shape, ps))  # [N, P, C · ps^d]
+        mim = mim_loss(pred, patchify(pad_to_multiple(x, ps), ps), image_mask, self.params.norm_pix_loss)
         if not token_mask.any():
             raise ValueError(f"{self.registry_name}: no report in the batch has a real token to mask "
                              "(all reports are empty)")
@@ -162,7 +168,7 @@ class MMR(nn.Module):
 
     def random_masks(self, x: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``bool [N, P]`` patch mask and ``bool [N, L]`` token mask, exact counts, from the method's generator."""
-        n, p = len(x), (x.shape[2] // self.params.patch_size) * (x.shape[3] // self.params.patch_size)
+        n, p = len(x), math.prod(patch_grid(x.shape, self.params.patch_size))
         image_mask = random_mask(n, p, self.params.image_mask_ratio, self.generator, device=x.device)
         token_mask = random_mask(n, tokens.shape[1], self.params.text_mask_ratio, self.generator,
                                  valid=maskable_tokens(tokens), device=x.device)
@@ -171,21 +177,13 @@ class MMR(nn.Module):
     def masked_inputs(self, x: torch.Tensor, tokens: torch.Tensor, image_mask: torch.Tensor,
                       token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image with masked patches set to the per-image mean; tokens with masked ones set to [MASK]."""
-        pixel_mask = patch_mask_to_pixels(image_mask, tuple(x.shape), self.params.patch_size)  # [N, 1, H, W]
+        pixel_mask = patch_mask_to_pixels(image_mask, tuple(x.shape), self.params.patch_size)  # [N, 1, *spatial]
         return fill_masked(x, pixel_mask), tokens.masked_fill(token_mask, MASK)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x, tokens = self.check_batch(batch)  # [N, C, H, W] in [0, 1], [N, L]
+        x, tokens = self.check_batch(batch)  # [N, C, *spatial] in [0, 1], [N, L]
         image_mask, token_mask = self.random_masks(x, tokens)
         x_in, tok_in = self.masked_inputs(x, tokens, image_mask, token_mask)
         _, image_out, text_out, _, _ = self.fuse(x_in, self.text_encoder.embed(tok_in), tok_in)
         return self.reconstruction(image_out, text_out, x, tokens, image_mask, token_mask)
 
-
-def _in_channels(image_encoder: nn.Module) -> int:
-    """Input channels of an image encoder, read from its :class:`InputNorm` (per-channel mean ``[1, C, ...]``)."""
-    for module in image_encoder.modules():
-        if isinstance(module, InputNorm):
-            return int(module.mean.shape[1])
-    raise ValueError(f"cannot tell the input channels of {type(image_encoder).__name__} "
-                     "(no InputNorm with a per-channel mean)")

@@ -101,7 +101,8 @@ class Multi(nn.Module):
         self.tasks = nn.ModuleDict()
         for spec in p.tasks:
             cls = registry.get("method", spec.name)
-            task = cls(Encoders(image_encoder), cls.Params.model_validate(spec.params), seed=seed)
+            task = cls(Encoders(image_encoder, sources=encoders.sources), cls.Params.model_validate(spec.params),
+                       seed=seed)
             if hasattr(task, "generator"):
                 task.generator = self.generator
             self.tasks[spec.name] = task

@@ -11,7 +11,8 @@ decoder restores the image from the pooled feature vector (:class:`PixelDecoder`
 grid, two upsampling conv blocks, resize to the image size, conv). At 28 px this is enough to restore
 the anatomy and forces the pooled feature — the one the study fine-tunes — to describe the whole image; a
 U-Net-style decoder on encoder internals (as in the paper) would let skip connections do the restoring.
-Models Genesis' random flip (an augmentation of input and target alike) is left out.
+Models Genesis' random flip (an augmentation of input and target alike) is left out. On a pre-training pool
+there is one decoder per input signature (:class:`~medrobust.methods.adapters.SignatureHeads`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from medrobust.methods.adapters import SignatureHeads
+from medrobust.methods.contract import input_geometry  # noqa: F401 (re-exported: it lived here)
 from medrobust.methods.contract import Encoders, MethodInfo, method_generator
 from medrobust.models.layers import conv
 from medrobust.registry import register
@@ -170,15 +173,6 @@ def models_genesis(x: torch.Tensor, p: GenesisParams, g: torch.Generator) -> tor
 
 
 # ---------------------------------------------------------------- restoration method
-def input_geometry(encoder: nn.Module) -> tuple[int, int]:
-    """``(channels, spatial_dims)`` of the images ``encoder`` takes, read from its first convolution."""
-    for module in encoder.modules():
-        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-            return module.in_channels, 2 if isinstance(module, nn.Conv2d) else 3
-    raise ValueError(f"cannot tell the input channels of encoder {type(encoder).__name__}: it has no Conv2d/Conv3d; "
-                     "pixel-reconstruction methods need an image encoder that starts with a convolution")
-
-
 class PixelDecoder(nn.Module):
     """Pooled feature ``[N, D]`` -> image ``[N, C, *size]`` in [0, 1] (sigmoid), for any output ``size``.
 
@@ -230,11 +224,12 @@ class Restoration(nn.Module):
         self.params = p = params or RestorationParams()
         self.generator = method_generator(seed)
         self.image_encoder = image_encoder
-        channels, dims = input_geometry(image_encoder)
-        self.decoder = PixelDecoder(image_encoder.feature_dim, channels, dims, p.decoder_width)
+        self.decoder = SignatureHeads.of(encoders, lambda c, d: PixelDecoder(image_encoder.feature_dim, c, d,
+                                                                            p.decoder_width), "restoration")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["image"]  # [N, C, *spatial] in [0, 1]
         corrupted = models_genesis(x, self.params.genesis, self.generator)
-        restored = self.decoder(self.image_encoder.forward_features(corrupted), tuple(x.shape[2:]))
+        decoder = self.decoder.for_input(x)  # the pixel decoder of x's signature
+        restored = decoder(self.image_encoder.forward_features(corrupted), tuple(x.shape[2:]))
         return {"loss": F.mse_loss(restored, x)}

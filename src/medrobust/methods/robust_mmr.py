@@ -21,6 +21,7 @@ each switchable for ablations (all on by default; all off gives exactly ``mmr``'
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -33,7 +34,7 @@ from medrobust.data.tokenizer import PAD
 from medrobust.data.views import ViewParams, covered_corruptions, random_view
 from medrobust.engine.distributed import gather_with_grad
 from medrobust.methods.contract import Encoders, MethodInfo
-from medrobust.methods.masking import patch_mask_to_pixels, patchify, saliency_mask
+from medrobust.methods.masking import pad_to_multiple, patch_grid, patch_mask_to_pixels, patchify, saliency_mask
 from medrobust.methods.mmr import MMR, MMRParams, maskable_tokens
 from medrobust.registry import register
 
@@ -124,14 +125,14 @@ class RobustMMR(MMR):
 
         Every patch is reconstructed and every real token predicted from the clean joint input; only the
         inputs get gradients (``autograd.grad``), the parameters' ``.grad`` are untouched.
-        Returns ``[N, C, H, W]``, ``[N, L, Dt]`` and the clean image tokens ``[N, T, Di]`` (detached).
+        Returns ``[N, C, *spatial]``, ``[N, L, Dt]`` and the clean image tokens ``[N, T, Di]`` (detached).
         """
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             emb = self.text_encoder.embed(tokens).detach().requires_grad_(True)
             _, image_out, text_out, image_tokens, _ = self.fuse(xg, emb, tokens)
-            all_patches = torch.ones(len(x), patchify(x[:1], self.params.patch_size).shape[1], dtype=torch.bool,
-                                     device=x.device)
+            n_patches = math.prod(patch_grid(x.shape, self.params.patch_size))
+            all_patches = torch.ones(len(x), n_patches, dtype=torch.bool, device=x.device)
             loss = self.reconstruction(image_out, text_out, x, tokens, all_patches, maskable_tokens(tokens))["loss"]
             grad_x, grad_emb = torch.autograd.grad(loss, [xg, emb])
         return grad_x, grad_emb, image_tokens.detach()
@@ -141,7 +142,8 @@ class RobustMMR(MMR):
         p: RobustMMRParams = self.params
         if p.saliency == 0:
             return self.random_masks(x, tokens)
-        patch_scores = patchify(grad_x.abs(), p.patch_size).sum(dim=-1)  # [N, P]: L1 of the gradient per patch
+        padded = pad_to_multiple(grad_x.abs(), p.patch_size, "constant")  # border padding has no gradient
+        patch_scores = patchify(padded, p.patch_size).sum(dim=-1)  # [N, P]: L1 of the gradient per patch
         token_scores = grad_emb.norm(dim=-1)  # [N, L]
         image_mask = saliency_mask(patch_scores, p.image_mask_ratio, p.saliency, self.generator)
         token_mask = saliency_mask(token_scores, p.text_mask_ratio, p.saliency, self.generator,
@@ -156,7 +158,7 @@ class RobustMMR(MMR):
             direction = grad_x.sign()
         else:
             direction = torch.randint(0, 2, x_in.shape, generator=self.generator).to(x_in) * 2 - 1
-        visible = ~patch_mask_to_pixels(image_mask, tuple(x_in.shape), p.patch_size)  # [N, 1, H, W]
+        visible = ~patch_mask_to_pixels(image_mask, tuple(x_in.shape), p.patch_size)  # [N, 1, *spatial]
         return (x_in + p.perturb_eps / 255 * direction * visible).clamp(0.0, 1.0)
 
     def domain_consistency(self, x: torch.Tensor, clean_tokens: torch.Tensor | None) -> torch.Tensor:
@@ -166,7 +168,7 @@ class RobustMMR(MMR):
             if clean_tokens is None:
                 clean_tokens = self.image_encoder.forward_tokens(x)  # [N, T, Di]
             anchor = self.fusion(clean_tokens, None)[0]  # [N, dim]
-        styled = acquisition_style(x, p.style, p.bias_field, self.generator)  # [N, C, H, W]
+        styled = acquisition_style(x, p.style, p.bias_field, self.generator)  # [N, C, *spatial]
         feats = self.fusion(self.image_encoder.forward_tokens(styled), None)[0]  # [N, dim]
         return info_nce(gather_with_grad(feats), gather_with_grad(anchor), p.temperature)
 
@@ -183,7 +185,7 @@ class RobustMMR(MMR):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         p: RobustMMRParams = self.params
-        x, tokens = self.check_batch(batch)  # [N, C, H, W] in [0, 1], [N, L]
+        x, tokens = self.check_batch(batch)  # [N, C, *spatial] in [0, 1], [N, L]
         site = self.check_sites(batch) if p.site_weight > 0 else None
         grad_x = grad_emb = clean_tokens = None
         if p.saliency > 0 or (p.perturb_eps > 0 and p.perturb == "fgsm"):

@@ -74,7 +74,8 @@ class SmallViT(nn.Module):
 
     Patch embedding is a strided convolution (2D or 3D); a [CLS] token and learned position embeddings;
     pre-norm transformer blocks from ``torch.nn``. Features are the final [CLS] token.
-    ``patch_tokens(x)`` exposes the patch embeddings for masked-image methods.
+    ``patch_tokens(x)`` exposes the patch embeddings; the token-encoder interface that MAE uses
+    (``patch_size_of``, ``embed_tokens``, ``encode_sequence``) is shared with ``medformer``.
     """
 
     Params = ViTParams
@@ -102,9 +103,21 @@ class SmallViT(nn.Module):
     def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, P, dim]
         return self.patch(self.norm_in(x)).flatten(2).transpose(1, 2)
 
+    # token-encoder interface (shared with medformer; used by MAE)
+    def patch_size_of(self, spatial_dims: int) -> int:
+        """Patch side of the patch embedding (one geometry: the one it was built for)."""
+        return self.patch.kernel_size[0]
+
+    def embed_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens + positions ``[N, P, dim]`` and the [CLS] token + its position ``[N, 1, dim]``."""
+        return self.patch_tokens(x) + self.pos[:, 1:], (self.cls + self.pos[:, :1]).expand(len(x), -1, -1)
+
+    def encode_sequence(self, seq: torch.Tensor) -> torch.Tensor:  # [N, S, dim] -> [N, S, dim]
+        """The transformer blocks and the final norm on a token sequence (``[CLS]`` first)."""
+        return self.norm(self.blocks(seq))
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, 1 + P, dim] before the norm
-        tokens = self.patch_tokens(x) + self.pos[:, 1:]
-        cls = (self.cls + self.pos[:, :1]).expand(len(x), -1, -1)
+        tokens, cls = self.embed_tokens(x)
         return self.blocks(torch.cat([cls, tokens], dim=1))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, dim]
