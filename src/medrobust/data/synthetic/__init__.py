@@ -1,4 +1,10 @@
-"""Embedded synthetic multimodal, multi-site chest-radiograph data set (images + reports + labels + site).
+"""Embedded synthetic multimodal, multi-site data sets (images + reports + indications + labels + site).
+
+``SyntheticParams.modality`` picks the modality: ``"chest-xray"`` (the default, described below),
+``"ultrasound"`` (:mod:`.ultrasound`: 2D B-mode sector images), ``"fundus"`` (:mod:`.fundus`: RGB fundus
+photographs) or ``"ct"`` (:mod:`.ct`: 3D volumes ``[N, 1, S, S, S]``). Each has its own findings, four sites
+``A``-``D`` with different acquisition, reports and indications, and the same per-site stream determinism.
+:data:`MODALITIES` lists them with their label names.
 
 Needs no download. Each image is a chest-radiograph-like grayscale picture (thorax, two dark lung
 fields, heart and mediastinum, spine, ribs, diaphragm domes) rendered at 2x supersampling and
@@ -20,12 +26,14 @@ Example:
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from medrobust.data.base import DataError, Dataset, Split, Task
+from medrobust.data.synthetic import common, ct, fundus, ultrasound
 from medrobust.data.synthetic.anatomy import cardiothoracic_ratio, render_anatomy, sample_anatomy, take
 from medrobust.data.synthetic.findings import FINDINGS, draw_findings, sample_findings, sample_placement
 from medrobust.data.synthetic.indications import sample_indications
@@ -33,7 +41,7 @@ from medrobust.data.synthetic.reports import STYLE, sample_status, write_reports
 from medrobust.data.synthetic.sites import SITE_NAMES, SITES, acquire
 from medrobust.registry import register
 
-__all__ = ["FINDINGS", "SITE_NAMES", "SyntheticParams", "generate_site", "load_synthetic"]
+__all__ = ["FINDINGS", "MODALITIES", "SITE_NAMES", "SyntheticParams", "generate_site", "load_synthetic"]
 
 _LABELS, _ANATOMY, _ACQUISITION, _REPORTS, _INDICATIONS = range(5)  # purposes of the per-site random streams
 _SHUFFLE_KEY = 1000  # spawn-key prefix of the split-shuffling streams
@@ -48,7 +56,21 @@ class SyntheticParams(BaseModel):
     n_per_site: int = Field(900, ge=9)  # split train/val/test = 2/3, 1/9, 2/9 of each site
     image_size: int = Field(28, ge=28)
     sites: list[str] = ["A", "B", "C", "D"]  # subset of SITE_NAMES
-    task: Literal["abnormal", "findings"] = "abnormal"
+    task: Literal["abnormal", "findings"] = "abnormal"  # "findings" (multilabel) is not offered for "ct"
+    # chest-xray: the default (output unchanged); ultrasound; fundus (RGB); ct (volumes, image_size <= 64)
+    modality: Literal["chest-xray", "ultrasound", "fundus", "ct"] = "chest-xray"
+
+
+#: modality -> its module (``None``: the chest radiographs of this module); each module has ``FINDINGS``,
+#: ``LABELS`` (the binary task's class names), ``SITE_NAMES``, ``MODALITY`` (``Dataset.modality``), ``generate``
+_MODULES: dict[str, ModuleType | None] = {"chest-xray": None, "ultrasound": ultrasound, "fundus": fundus, "ct": ct}
+#: modality -> (Dataset.modality, finding names, binary class names, site names, image shape at size S)
+MODALITIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = {
+    "chest-xray": ("X-ray", FINDINGS, ("normal", "abnormal"), SITE_NAMES, "1 x S x S"),
+    "ultrasound": (ultrasound.MODALITY, ultrasound.FINDINGS, ultrasound.LABELS, ultrasound.SITE_NAMES, "1 x S x S"),
+    "fundus": (fundus.MODALITY, fundus.FINDINGS, fundus.LABELS, fundus.SITE_NAMES, "3 x S x S (RGB)"),
+    "ct": (ct.MODALITY, ct.FINDINGS, ct.LABELS, ct.SITE_NAMES, "1 x S x S x S"),
+}
 
 
 def _stream(seed: int, site_index: int, purpose: int) -> np.random.Generator:
@@ -57,12 +79,32 @@ def _stream(seed: int, site_index: int, purpose: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy, spawn_key=(site_index, purpose))))
 
 
-def _check_site(site: str) -> None:
-    if site not in SITES:
-        raise DataError(f"synthetic: unknown site {site!r}; expected one of {', '.join(SITE_NAMES)}")
+def _check_modality(modality: str) -> None:
+    if modality not in _MODULES:
+        raise DataError(f"synthetic: unknown modality={modality!r}; expected one of {', '.join(map(repr, _MODULES))}")
 
 
-def generate_site(seed: int, site: str, n: int, image_size: int
+def _check_site(site: str, modality: str = "chest-xray") -> None:
+    names = MODALITIES[modality][3]
+    if site not in names:
+        raise DataError(f"synthetic: unknown site {site!r}" + ("" if modality == "chest-xray" else f" for modality "
+                        f"{modality!r}") + f"; expected one of {', '.join(names)}")
+
+
+def _generate_other(seed: int, site: str, n: int, image_size: int, modality: str):
+    """:func:`generate_site` of a non-chest modality (checks first)."""
+    _check_site(site, modality)
+    if int(image_size) < 28:
+        raise DataError(f"synthetic: image_size={image_size} is too small; expected >= 28")
+    if modality == "ct" and int(image_size) > ct.MAX_SIZE:
+        raise DataError(f"synthetic: image_size={image_size} is too large for modality 'ct' (volumes of "
+                        f"image_size**3 voxels); expected 28 <= image_size <= {ct.MAX_SIZE}")
+    if int(n) < 1:
+        raise DataError(f"synthetic: n={n} images requested; expected n >= 1")
+    return _MODULES[modality].generate(seed, site, int(n), int(image_size))
+
+
+def generate_site(seed: int, site: str, n: int, image_size: int, modality: str = "chest-xray"
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[str], list[str]]:
     """Generate ``n`` images, findings, attributes, reports and indications of one site.
 
@@ -70,17 +112,22 @@ def generate_site(seed: int, site: str, n: int, image_size: int
         seed: data seed (any int).
         site: one of :data:`SITE_NAMES`.
         n: number of images (>= 1).
-        image_size: side ``S`` of the square images (>= 28).
+        image_size: side ``S`` of the square images (>= 28; <= 64 for ``"ct"``).
+        modality: one of :data:`MODALITIES` (the default: chest radiographs).
 
     Returns:
-        ``images`` uint8 ``[n, 1, S, S]``; ``findings`` int64 ``[n, 4]`` multi-hot in :data:`FINDINGS`
-        order; ``extras`` (int64 ``[n]`` / ``[n, 4]``: ``findings``, ``report_status``, finding
-        attributes); ``reports`` and ``indications`` (``n`` strings each: the report written after reading the
-        image, the clinical history written before).
+        ``images`` uint8 ``[n, 1, S, S]`` (fundus ``[n, 3, S, S]``, CT ``[n, 1, S, S, S]``); ``findings``
+        int64 ``[n, F]`` multi-hot in the modality's finding order (chest: :data:`FINDINGS`); ``extras``
+        (int64 ``[n]`` / ``[n, F]``: ``findings``, ``report_status``, finding attributes); ``reports`` and
+        ``indications`` (``n`` strings each: the report written after reading the image, the clinical history
+        written before).
 
     Raises:
-        DataError: unknown site, ``image_size < 28`` or ``n < 1`` (the message names the value).
+        DataError: unknown modality or site, ``image_size`` out of range or ``n < 1`` (the message names the value).
     """
+    if modality != "chest-xray":
+        _check_modality(modality)
+        return _generate_other(seed, site, n, image_size, modality)
     _check_site(site)
     if int(image_size) < 28:
         raise DataError(f"synthetic: image_size={image_size} is too small; expected >= 28")
@@ -117,31 +164,39 @@ def _split_sizes(n: int) -> tuple[int, int, int]:
 
 @register("data", "synthetic")
 def load_synthetic(params: SyntheticParams | None = None) -> Dataset:
-    """The synthetic multi-site chest-radiograph data set with reports.
+    """The synthetic multi-site data set with reports and indications, in one of :data:`MODALITIES`.
 
     Args:
-        params: :class:`SyntheticParams` (defaults: 4 sites x 900 images of 28 x 28, task "abnormal").
+        params: :class:`SyntheticParams` (defaults: chest radiographs, 4 sites x 900 images of 28 x 28, task
+            "abnormal").
 
     Returns:
-        A :class:`~medrobust.data.base.Dataset`: task binary ``("normal", "abnormal")`` (label 1 iff any
-        finding) or multilabel over :data:`FINDINGS`; every split holds every requested site, in a
-        seeded shuffled order; ``texts`` are the reports; ``extras`` hold ``findings``,
-        ``report_status`` and the finding attributes.
+        A :class:`~medrobust.data.base.Dataset`: task binary (label 1 iff any finding; chest ``("normal",
+        "abnormal")``, see :data:`MODALITIES` for the others) or multilabel over the modality's findings; every
+        split holds every requested site, in a seeded shuffled order; ``texts`` are the reports, ``indications``
+        the requests; ``extras`` hold ``findings``, ``report_status`` and the finding attributes.
 
     Raises:
-        DataError: an unknown or repeated site name, or no site.
+        DataError: an unknown modality, an unknown or repeated site name, no site, or a parameter the modality
+            cannot take (``task="findings"`` or ``image_size > 64`` for ``"ct"``).
     """
     params = params or SyntheticParams()
+    modality = params.modality
+    _check_modality(modality)
+    names = MODALITIES[modality][3]
     if not params.sites:
-        raise DataError(f"synthetic: sites is empty; expected a non-empty subset of {', '.join(SITE_NAMES)}")
+        raise DataError(f"synthetic: sites is empty; expected a non-empty subset of {', '.join(names)}")
     for site in params.sites:
-        _check_site(site)
+        _check_site(site, modality)
     if len(set(params.sites)) != len(params.sites):
         raise DataError(f"synthetic: sites {params.sites!r} repeat a name; expected each site at most once")
+    if modality == "ct" and params.task == "findings":
+        raise DataError("synthetic: task='findings' is not available for modality='ct' (its one finding, nodule, "
+                        "is the binary task); expected task='abnormal'")
     parts: dict[str, list[tuple]] = {"train": [], "val": [], "test": []}
     for site_index, site in enumerate(params.sites):
         images, _, extras, reports, indications = generate_site(params.seed, site, params.n_per_site,
-                                                                params.image_size)
+                                                                params.image_size, modality)
         bounds = np.cumsum((0,) + _split_sizes(params.n_per_site))
         for name, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
             sl = slice(int(lo), int(hi))
@@ -151,16 +206,21 @@ def load_synthetic(params: SyntheticParams | None = None) -> Dataset:
     for j, (name, chunks) in enumerate(parts.items()):
         extras = {k: np.concatenate([c[1][k] for c in chunks]) for k in chunks[0][1]}
         texts = [t for c in chunks for t in c[2]]
-        order = _stream(params.seed, _SHUFFLE_KEY, j).permutation(len(texts))
+        shuffle = (_stream(params.seed, _SHUFFLE_KEY, j) if modality == "chest-xray" else
+                   common.stream(params.seed, modality, common.SHUFFLE_KEY, j))
+        order = shuffle.permutation(len(texts))
         findings = extras["findings"]
         labels = findings if params.task == "findings" else findings.any(axis=1).astype(np.int64)
         split = Split(images=np.concatenate([c[0] for c in chunks]), labels=labels.astype(np.int64),
                       sites=np.concatenate([c[3] for c in chunks]), texts=texts, extras=extras,
                       indications=[t for c in chunks for t in c[4]])
         splits[name] = split.subset(order)
-    task = (Task("multilabel", FINDINGS) if params.task == "findings" else Task("binary", ("normal", "abnormal")))
-    source = f"synthetic(seed={params.seed}, n_per_site={params.n_per_site}, image_size={params.image_size})"
-    return Dataset(name="synthetic", task=task, site_names=tuple(params.sites), source=source, **splits)
+    readable, finding_names, class_names = MODALITIES[modality][:3]
+    task = (Task("multilabel", finding_names) if params.task == "findings" else Task("binary", class_names))
+    sizes = f"seed={params.seed}, n_per_site={params.n_per_site}, image_size={params.image_size}"
+    source, name = ((f"synthetic({sizes})", "synthetic") if modality == "chest-xray" else
+                    (f"synthetic(modality={modality}, {sizes})", f"synthetic-{modality}"))
+    return Dataset(name=name, task=task, site_names=tuple(params.sites), source=source, modality=readable, **splits)
 
 
 load_synthetic.Params = SyntheticParams  # type: ignore[attr-defined]
