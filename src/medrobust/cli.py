@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--n-per-site", type=int, default=900)
     w.add_argument("--image-size", type=int, default=28)
     w.add_argument("--task", choices=("abnormal", "findings"), default="abnormal")
+    w.add_argument("--modality", choices=("chest-xray", "ultrasound", "fundus", "ct"), default="chest-xray",
+                   help="which synthetic modality (ct: 3D volumes, written to the manifest as .npy)")
     q = dsub.add_parser("vqa", help="write closed-set VQA questions about the synthetic images as VQA-RAD json, "
                         "or a whole VQA-RAD layout folder",
                         description="--out: generate yes/no and side/zone/size/severity questions from the findings of "
@@ -110,11 +112,12 @@ def cmd_data(args) -> int:
 
     out = Path(args.out_dir)
     ds = load_synthetic(SyntheticParams(seed=args.seed, n_per_site=args.n_per_site, image_size=args.image_size,
-                                        task=args.task))
+                                        task=args.task, modality=args.modality))
     npz = write_npz(ds, out / "synthetic.npz")
-    manifest = write_manifest(ds, out / "manifest")
+    manifest = write_manifest(ds, out / "manifest", image_format="npy" if ds.spatial_dims == 3 else "png")
     print(f"wrote {npz} (MedMNIST layout, images only)")
-    print(f"wrote {manifest} (JSONL image-report manifest with PNG images, labels, sites, splits)")
+    print(f"wrote {manifest} (JSONL image-report manifest with {'.npy volumes' if ds.spatial_dims == 3 else 'PNG images'}, "
+          "labels, sites, splits)")
     return 0
 
 

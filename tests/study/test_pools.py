@@ -154,3 +154,33 @@ def test_tiny_study_with_pool_arms_reports_the_diversity_comparisons(tmp_path):
     assert "`supervised-multitask @ p` vs supervised training on the target's sparse labels" in text
     assert "**Pre-training pools:** p: target (synthetic)" in text and "other.npz" in text
     assert "diversity" in text  # the family of the comparison table
+
+
+@pytest.mark.slow
+def test_medformer_study_pre_trains_on_a_pool_of_2d_3d_gray_rgb_and_two_sizes(tmp_path):
+    """One medformer pre-trains on the chest target, RGB fundus (28²), ultrasound at another size (36²) and CT
+    volumes (28³), then fine-tunes and is evaluated on the target; its checkpoint holds every adapter."""
+    from medrobust.engine import checkpoint
+    from medrobust.study.runner import run_study
+    from medrobust.study.store import Store
+
+    pool = ("[target, {source: synthetic, modality: fundus, n_per_site: 30}, "
+            "{source: synthetic, modality: ultrasound, n_per_site: 30, image_size: 36}, "
+            "{source: synthetic, modality: ct, n_per_site: 18, sites: [A, B]}]")
+    cfg = _cfg(tmp_path, pool, methods="[supervised, {name: mae, pool: p}, {name: supervised-multitask, pool: p}]",
+               extra=["label_fractions=[0.5]", "seeds=[0]", "image_encoder={name: medformer, dim: 32, depth: 1}",
+                      "pretrain.steps=12", "evaluation.max_adversarial=10"])
+    logs = []
+    run_study(cfg, log=logs.append)
+    records = {r.arm: r for r in Store(cfg.study_dir / "runs.sqlite").records()}
+    assert set(records) == {"supervised", "mae @ p", "supervised-multitask @ p"}
+    assert all(0 <= r.metrics.clean.acc <= 1 for r in records.values())
+    line = next(s for s in logs if s.startswith("pool p:"))
+    assert "3×28×28" in line and "1×36×36" in line and "1×28×28×28" in line  # each source as it is
+    assert not any("fitted from" in s for s in logs), "medformer takes every geometry: nothing is resized"
+    ckpt = next((cfg.study_dir / "checkpoints").glob("mae@p-seed0-*.pt"))
+    state = torch.load(ckpt, weights_only=True)["modules"]["image"]
+    adapters = {k.split(".")[1] for k in state if k.startswith("adapters.")}
+    assert adapters == {"1ch-2d", "3ch-2d", "1ch-3d"}
+    steps = [s for s in logs if "pre-training mae @ p: step" in s]
+    assert steps[-1].endswith("step 12/12")

@@ -153,6 +153,11 @@ def test_data_command_writes_readable_files_and_inspects_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "72" in out and "A" in out and "D" in out  # 4 sites x 18 entries
     assert main(["data", "inspect", str(tmp_path / "nothing.csv")]) == 2
+    ct = tmp_path / "ct"  # a 3D modality: the manifest holds .npy volumes that read back identically
+    assert main(["data", "synthetic", str(ct), "--n-per-site", "9", "--modality", "ct"]) == 0
+    ref, back = load_synthetic(SyntheticParams(n_per_site=9, modality="ct")), load_manifest(ct / "manifest" / "manifest.jsonl")
+    assert ref.train.images.shape[1:] == (1, 28, 28, 28) and (ref.train.images == back.train.images).all()
+    assert (ref.test.labels == back.test.labels).all()
 
 
 def test_linear_probe_mode_keeps_pretrained_encoder_fixed(tmp_path, monkeypatch):
