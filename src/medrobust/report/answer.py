@@ -29,6 +29,8 @@ def pretty(records: list[RunRecord], arm: str) -> str:
     """Human name of an arm: the method's display name (``simclr`` → ``SimCLR``, carried by the record) for an
     arm that is the plain method, else the arm's label (``robust-mmr(domain_weight=0)``, ``simclr [linear]``)."""
     r = next((r for r in records if r.arm == arm), None)
+    if r is not None and r.pool and r.arm == f"{r.method} @ {r.pool}":
+        return f"{r.display_name} @ {r.pool}"
     return r.display_name if r is not None and r.arm == r.method else arm
 
 
@@ -102,6 +104,7 @@ def _tasks_line(records: list[RunRecord], comps: list[dict]) -> str:
 
 _DIVERSITY_WORDS = {"clean_acc": "clean", **ROBUSTNESS}
 _PAIR_WORDS = {"target-only": "vs the same method pre-trained on the target only",
+               "other-pool": "vs the same method pre-trained on another pool",
                "supervised-pool": "vs supervised pre-training on the same pool",
                "supervised": "vs supervised training on the target's sparse labels"}
 

@@ -202,8 +202,9 @@ def diversity_comparisons(records: list[RunRecord], setup: StudyFacts | None = N
     every arm pre-trained on a pool vs the same arm pre-trained on the target only (``target_only``; positive =
     the pool helps, negative = negative transfer), a self-supervised pool arm vs supervised pre-training on the same
     pool (``supervised-multitask @ pool``), and supervised pre-training on a pool vs the supervised arm, on
-    :data:`DIVERSITY_METRICS`. Fields as :func:`comparisons`, plus ``pair``: ``"target-only"``,
-    ``"supervised-pool"`` or ``"supervised"``."""
+    :data:`DIVERSITY_METRICS`; and a pool arm vs the same method on another pool listed before it (``simclr @ mixed``
+    vs ``simclr @ 2d``: what adding the 3D sources did). Fields as :func:`comparisons`, plus ``pair``:
+    ``"target-only"``, ``"other-pool"``, ``"supervised-pool"`` or ``"supervised"``."""
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
     ms = tables.metrics(ref)
@@ -214,6 +215,9 @@ def diversity_comparisons(records: list[RunRecord], setup: StudyFacts | None = N
             continue
         r0 = recs[0]
         pairs = [(r0.target_only, "target-only")]
+        same = {r.arm for r in records if r.pool and r.target_only == r0.target_only and not r.defense}
+        order = [a for a in tables.method_order(records, setup) if a in same]
+        pairs += [(other, "other-pool") for other in order[:order.index(arm)]]
         if r0.self_supervised:
             pairs.append((f"supervised-multitask @ {r0.pool}", "supervised-pool"))
         else:  # supervised pre-training on the pool vs supervised training on the target's sparse labels

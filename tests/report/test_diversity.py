@@ -1,0 +1,64 @@
+"""The diversity comparisons and the answer's Diversity paragraph: which arms pair, the sign of each difference,
+negative transfer named with its numbers."""
+
+import re
+
+from medrobust.report import answer
+from records import facts, record
+from test_answer import rec
+
+SETUP = {"reference_epsilon": "2", "epsilons": ["0", "1", "2", "8"],
+         "pools": ["2d: target (1×28×28, 1200 images)", "mixed: target (1×28×28, 1200 images); ct (1×28×28×28)"]}
+
+
+def _pool(d: dict, arm: str, pool: str | None, target_only: str | None, role: str | None = None):
+    r = record(d)
+    update = {"arm": arm, "pool": pool, "target_only": target_only, "key": f"{arm}-{r.seed}"}
+    if role:
+        update["role"] = role
+    return r.model_copy(update=update)
+
+
+def grid():
+    """supervised, simclr, simclr @ 2d (+1 pp worst case), simclr @ mixed (-15 pp: negative transfer),
+    supervised-multitask @ mixed; three seeds, consistent differences."""
+    out = []
+    for s, jitter in enumerate((0.0, 0.005, -0.005)):
+        out.append(record(rec("supervised", 0.1, s, 0.90, 0.40 + jitter)))
+        out.append(record(rec("simclr", 0.1, s, 0.90, 0.50 + jitter, counterpart="supervised")))
+        out.append(_pool(rec("simclr", 0.1, s, 0.90, 0.51 + 2 * jitter, counterpart="supervised"),
+                         "simclr @ 2d", "2d", "simclr"))
+        out.append(_pool(rec("simclr", 0.1, s, 0.90, 0.35 + 2 * jitter, counterpart="supervised"),
+                         "simclr @ mixed", "mixed", "simclr"))
+        out.append(_pool(rec("supervised-multitask", 0.1, s, 0.90, 0.45 - jitter, counterpart="supervised"),
+                         "supervised-multitask @ mixed", "mixed", "supervised-multitask", "supervised-pretraining"))
+    return out
+
+
+def test_pool_arms_pair_with_target_only_other_pools_and_supervised_pretraining():
+    comps = answer.diversity_comparisons(grid(), facts(SETUP))
+    pairs = {(c["arm"], c["counterpart"], c["pair"]) for c in comps}
+    assert pairs == {("simclr @ 2d", "simclr", "target-only"), ("simclr @ mixed", "simclr", "target-only"),
+                     ("simclr @ mixed", "simclr @ 2d", "other-pool"),
+                     ("simclr @ mixed", "supervised-multitask @ mixed", "supervised-pool"),
+                     # supervised-multitask has no target-only arm here; it is compared with the supervised arm
+                     ("supervised-multitask @ mixed", "supervised", "supervised")}
+    assert all(c["family"] == "diversity" for c in comps)
+    worst = {(c["arm"], c["counterpart"]): c for c in comps if c["metric"] == "worst_ref"}
+    assert abs(worst[("simclr @ mixed", "simclr")]["mean_diff"] - (-0.15)) < 1e-9  # pool arm minus the other
+    assert abs(worst[("simclr @ mixed", "simclr @ 2d")]["mean_diff"] - (-0.16)) < 1e-9
+    assert worst[("simclr @ mixed", "simclr")]["kind"] == "worse"
+    assert worst[("supervised-multitask @ mixed", "supervised")]["mean_diff"] > 0
+
+
+def test_headline_keeps_supervised_pretraining_out_and_the_answer_names_negative_transfer():
+    recs = grid()
+    headline = [c for c in answer.comparisons(recs, facts(SETUP)) if c["family"] == "headline"]
+    assert {c["arm"] for c in headline} == {"simclr", "simclr @ 2d", "simclr @ mixed"}  # self-supervised only
+    text = answer.answer(recs, facts(SETUP))
+    para = text[text.index("**Diversity**"):]
+    assert "mixed: target (1×28×28, 1200 images); ct (1×28×28×28)" in para
+    assert "`simclr @ mixed` vs the same method pre-trained on another pool (`simclr @ 2d`)" in para
+    m = re.search(r"\*\*Negative transfer:\*\* pre-training on the pool clearly lowered (.*?) compared with", para)
+    assert m and "adversarial for `simclr @ mixed` at 10% labels (−15.0 pp)" in m.group(1).replace("-", "−")
+    assert "simclr @ 2d" not in m.group(1)  # +1 pp is not a harm
