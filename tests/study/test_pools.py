@@ -184,3 +184,14 @@ def test_medformer_study_pre_trains_on_a_pool_of_2d_3d_gray_rgb_and_two_sizes(tm
     assert adapters == {"1ch-2d", "3ch-2d", "1ch-3d"}
     steps = [s for s in logs if "pre-training mae @ p: step" in s]
     assert steps[-1].endswith("step 12/12")
+
+
+def test_what_reading_a_pool_source_did_is_in_the_pool_notes(tmp_path):
+    from medrobust.data.synthetic import SyntheticParams, load_synthetic
+    from medrobust.data.writers import write_manifest
+
+    manifest = write_manifest(load_synthetic(SyntheticParams(n_per_site=9, modality="ultrasound")), tmp_path / "us")
+    cfg = _cfg(tmp_path, f"[target, {{source: manifest, path: {manifest}, image_size: 20}}]")
+    notes = load_pool(cfg, "p", prepare(cfg)).notes
+    assert any(n.startswith("pool p: manifest(image_size=20, path=manifest.jsonl): images fitted to 1×20×20") for n in notes)
+    assert any("fitted from 1×20×20 to the target's 1×28×28" in n for n in notes)  # then to the cnn's one geometry

@@ -128,7 +128,8 @@ def load_pool(cfg: StudyConfig, name: str, data: PreparedData) -> Pool:
     encoder_cls = registry.get("encoder", cfg.image_encoder.name)
     adapts = bool(getattr(encoder_cls, "adapts_inputs", False))
     target_shape = tuple(data.dataset.image_shape)
-    raw = [_load_source(cfg, name, i, spec, data) for i, spec in enumerate(cfg.pretrain.pools[name])]
+    loaded = [_load_source(cfg, name, i, spec, data) for i, spec in enumerate(cfg.pretrain.pools[name])]
+    raw = [part for part, _ in loaded]
     if not adapts:
         dims = {(p.facts.name, len(p.images.shape) - 2) for p in raw}
         wrong = [(n, d) for n, d in dims if d != len(target_shape) - 1]
@@ -138,7 +139,8 @@ def load_pool(cfg: StudyConfig, name: str, data: PreparedData) -> Pool:
                               f"mixes {len(target_shape) - 1}D and {wrong[0][1]}D images ({shapes}; target "
                               f"{'×'.join(map(str, target_shape))}); use image_encoder: {{name: medformer}}, which has "
                               "an input adapter per signature, or drop the conflicting sources")
-    parts, notes = [], []
+    parts = []
+    notes = [f"pool {name}: {part.facts.name}: {note}" for part, read in loaded for note in read]
     for p in raw:
         if not adapts and tuple(p.images.shape[1:]) != target_shape:
             before = "×".join(map(str, p.images.shape[1:]))
@@ -150,14 +152,16 @@ def load_pool(cfg: StudyConfig, name: str, data: PreparedData) -> Pool:
     return Pool(name, tuple(parts), tuple(notes))
 
 
-def _load_source(cfg: StudyConfig, pool: str, index: int, spec: PoolSource, data: PreparedData) -> PoolPart:
+def _load_source(cfg: StudyConfig, pool: str, index: int, spec: PoolSource, data: PreparedData
+                 ) -> tuple[PoolPart, tuple[str, ...]]:
+    """One source as a :class:`PoolPart`, with what reading it did (the source's own notes)."""
     where = f"pretrain.pools.{pool}[{index}] ({spec.describe()})"
     if spec.is_target:
         split = data.train
         images, labels, texts, sites = split.images, None, None, split.sites
         tokens = data.reports.train if data.has_text else None
         name = f"target ({data.dataset.name})"
-        task = None
+        task, read = None, ()
     else:
         source = registry.get("data", spec.source)
         try:
@@ -170,6 +174,7 @@ def _load_source(cfg: StudyConfig, pool: str, index: int, spec: PoolSource, data
         task = dataset.task if labels is not None else None
         tokens = None
         name = spec.describe()
+        read = tuple(dataset.notes)
     if spec.max_images is not None and spec.max_images < len(images):
         pick = np.sort(np.random.default_rng([index, 0x9001]).choice(len(images), spec.max_images, replace=False))
         images, sites = images[pick], sites[pick]
@@ -182,7 +187,7 @@ def _load_source(cfg: StudyConfig, pool: str, index: int, spec: PoolSource, data
         raise ConfigError(f"{where} has no training images")
     mean, std = image_stats(images)
     facts = SourceFacts(name, tuple(images.shape[1:]), tuple(mean), tuple(std), task, tokens is not None)
-    return PoolPart(facts, spec, images, labels, tokens, np.asarray(sites, dtype=np.int64))
+    return PoolPart(facts, spec, images, labels, tokens, np.asarray(sites, dtype=np.int64)), read
 
 
 def _fit(p: PoolPart, shape: tuple[int, ...]) -> PoolPart:
