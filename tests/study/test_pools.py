@@ -86,6 +86,9 @@ def test_pool_takes_training_splits_caps_them_and_fits_2d_images_to_the_target(t
     assert m.ids == (0, 1) and m.weights == (1.0, 3.0)
     sup = pool.mixture(info_of(registry.get("method", "supervised-multitask")))
     assert sup.ids == (1,) and "label" in sup.parts[0]  # the target's labels never enter pre-training
+    clip = pool.mixture(info_of(registry.get("method", "clip")), target_pairs=np.arange(10))
+    assert clip.ids == (0,) and clip.parts[0]["tokens"].shape[0] == 10  # reports: the target's pairs only
+    assert torch.equal(clip.parts[0]["tokens"], torch.as_tensor(data.reports.train[:10]))
     with pytest.raises(ConfigError, match="no source with image-report pairs"):
         load_pool(_cfg(tmp_path, f"[{{source: medmnist, path: {rgb}}}]"), "p", data).check(
             info_of(registry.get("method", "clip")))
