@@ -7,7 +7,9 @@ from medrobust.config import ConfigError, load_config, validate
 
 def test_defaults_are_the_quick_study(tmp_path):
     cfg = load_config("configs/quick.yaml")
-    assert [m.label for m in cfg.methods] == ["supervised", "simclr", "supervised-multimodal", "clip"]
+    assert [m.label for m in cfg.methods] == ["supervised", "simclr", "supervised-multimodal", "clip", "simclr @ diverse"]
+    assert [s.describe() for s in cfg.pretrain.pools["diverse"]] == [
+        "target", "synthetic(modality=ultrasound)", "synthetic(modality=fundus)"]
     assert len(cfg.seeds) >= 2 and cfg.label_fractions == [0.1]  # the sparse-label setting (CPU budget)
     assert cfg.data.source == "synthetic" and cfg.data.params["image_size"] == 28
 
@@ -136,9 +138,9 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
 
 
 @pytest.mark.parametrize("name, has_text, n_runs, arms", [
-    ("quick", True, 12, {"supervised", "simclr", "supervised-multimodal", "clip"}),
-    ("full", True, 50, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
-                        "clip [image+indication]"}),
+    ("quick", True, 15, {"supervised", "simclr", "supervised-multimodal", "clip", "simclr @ diverse"}),
+    ("full", True, 65, {"supervised", "simclr", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
+                        "clip [image+indication]", "simclr @ diverse", "supervised-multitask @ diverse"}),
     ("multimodal", True, 51, {"supervised", "supervised-multimodal", "clip", "convirt", "mmr", "robust-mmr",
                               "robust-mmr(perturb_eps=0, saliency=0)", "robust-mmr(domain_weight=0, site_weight=0)",
                               "robust-mmr [image+indication]", "robust-mmr(resilience_weight=0) [image+indication]"}),
@@ -146,6 +148,8 @@ def test_finetune_modes_multiply_only_the_self_supervised_arms():
     ("medmnist", False, None, None),
     ("manifest", True, None, None),
     ("zoo", False, None, None),
+    ("diverse", True, 15, {"supervised", "simclr", "simclr @ 2d", "simclr @ mixed", "supervised-multitask @ mixed"}),
+    ("breast_pool", False, 12, {"supervised", "simclr", "simclr @ real", "supervised-multitask @ real"}),
 ])
 def test_every_shipped_config_loads_and_expands(name, has_text, n_runs, arms):
     """The configs in configs/ stay valid as the schema changes, and the grids are what their headers say."""
