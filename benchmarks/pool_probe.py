@@ -27,41 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_zoo import RANDOM, features, peak_rss_mib, reset_peak_rss  # noqa: E402
+from ssl_zoo import RANDOM, features, knn_predict, linear_predict, peak_rss_mib, reset_peak_rss  # noqa: E402
 
 
 def balanced(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> float:
     recalls = [float((pred[y == c] == c).float().mean()) for c in range(n_classes) if (y == c).any()]
     return float(np.mean(recalls))
-
-
-def knn_predict(train_f, train_y, test_f, n_classes: int, k: int = 20, tau: float = 0.07) -> torch.Tensor:
-    mean = train_f.mean(dim=0)
-    a, b = F.normalize(train_f - mean, dim=1), F.normalize(test_f - mean, dim=1)
-    sim, idx = (b @ a.t()).topk(min(k, len(a)), dim=1)
-    votes = torch.zeros(len(b), n_classes).scatter_add_(1, train_y[idx], (sim / tau).exp())
-    return votes.argmax(dim=1)
-
-
-def linear_predict(train_f, train_y, test_f, n_classes: int, l2: float = 1e-3) -> torch.Tensor:
-    mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
-    xa, xb = (train_f - mean) / std, (test_f - mean) / std
-    w = torch.zeros(xa.shape[1], n_classes, requires_grad=True)
-    b = torch.zeros(n_classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(xa @ w + b, train_y) + l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return (xb @ w + b).argmax(dim=1)
 
 
 def run_arm(arm: str, args) -> dict:

@@ -80,15 +80,15 @@ def features(encoder, images, device, batch: int = 512) -> torch.Tensor:
                           for i in range(0, len(images), batch)])
 
 
-def knn_accuracy(train_f, train_y, test_f, test_y, n_classes: int, k: int = 20, tau: float = 0.07) -> float:
+def knn_predict(train_f, train_y, test_f, n_classes: int, k: int = 20, tau: float = 0.07) -> torch.Tensor:
     mean = train_f.mean(dim=0)
     a, b = F.normalize(train_f - mean, dim=1), F.normalize(test_f - mean, dim=1)
     sim, idx = (b @ a.t()).topk(min(k, len(a)), dim=1)  # [M, k]
     votes = torch.zeros(len(b), n_classes).scatter_add_(1, train_y[idx], (sim / tau).exp())
-    return float((votes.argmax(dim=1) == test_y).float().mean())
+    return votes.argmax(dim=1)
 
 
-def linear_accuracy(train_f, train_y, test_f, test_y, n_classes: int, l2: float = 1e-3) -> float:
+def linear_predict(train_f, train_y, test_f, n_classes: int, l2: float = 1e-3) -> torch.Tensor:
     mean, std = train_f.mean(dim=0), train_f.std(dim=0).clamp_min(1e-6)
     xa, xb = (train_f - mean) / std, (test_f - mean) / std
     w = torch.zeros(xa.shape[1], n_classes, requires_grad=True)
@@ -103,7 +103,15 @@ def linear_accuracy(train_f, train_y, test_f, test_y, n_classes: int, l2: float 
 
     opt.step(closure)
     with torch.no_grad():
-        return float(((xb @ w + b).argmax(dim=1) == test_y).float().mean())
+        return (xb @ w + b).argmax(dim=1)
+
+
+def knn_accuracy(train_f, train_y, test_f, test_y, n_classes: int, k: int = 20, tau: float = 0.07) -> float:
+    return float((knn_predict(train_f, train_y, test_f, n_classes, k, tau) == test_y).float().mean())
+
+
+def linear_accuracy(train_f, train_y, test_f, test_y, n_classes: int, l2: float = 1e-3) -> float:
+    return float((linear_predict(train_f, train_y, test_f, n_classes, l2) == test_y).float().mean())
 
 
 def probes(train_f, train_y, test_f, test_y, labels: np.ndarray, fraction: float, n_classes: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,10 @@ def trained_classifier(synthetic_small):
     fit(Supervised(model, ds.task, SupervisedParams(augment=False)), tensors, FitConfig(steps=300, batch_size=64, lr=3e-3), seed=0)
     x, y = to_unit(ds.test.images), torch.as_tensor(ds.test.labels)
     return model.eval(), x, y, ds.task
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for 2-process DDP tests with gloo)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ rank-consistent under 2-process DDP (gloo on CPU), and DDP training on it equal 
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import free_port
 from medrobust.engine.train import FitConfig, Mixture, fit
 
 
@@ -72,12 +72,6 @@ class Heads(nn.Module):
         return {"loss": ((out - 1.0) ** 2).mean()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -98,7 +92,7 @@ def test_two_process_ddp_draws_the_same_sources_and_splits_each_batch(tmp_path):
     ref = Heads()
     fit(ref, _mixture(), FitConfig(steps=20, batch_size=8, lr=5e-2), seed=4)
     out = tmp_path / "mix"
-    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(out)), nprocs=2, join=True, start_method="spawn")
     r0, r1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
     assert [s for s, _ in r0["seen"]] == [s for s, _ in r1["seen"]] == [s for s, _ in single]
     for (_, a), (_, b), (_, whole) in zip(r0["seen"], r1["seen"], single):

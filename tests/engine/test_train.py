@@ -1,7 +1,6 @@
 """The generic loop: batching, divergence errors, and 2-process DDP (gloo on CPU) vs one process."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import free_port
 from medrobust.engine.train import FitConfig, TrainingError, batches, fit
 
 
@@ -56,12 +56,6 @@ def test_nan_loss_is_reported_with_step():
         fit(Bad(), _data(), FitConfig(steps=3, batch_size=16), seed=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -81,7 +75,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     single = Linear()
     ref = fit(single, _data(), FitConfig(steps=30, batch_size=16, lr=5e-2), seed=5)
     out = tmp_path / "ddp.pt"
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_ddp_worker, args=(2, free_port(), str(out)), nprocs=2, join=True, start_method="spawn")
     ddp = torch.load(out)
     assert ddp["samples"] == ref.samples == 30 * 16
     for k, v in single.state_dict().items():

@@ -59,6 +59,30 @@ class SmallCNN(nn.Module):
     forward = forward_features
 
 
+class TokenTrunk(nn.Module):
+    """What a token encoder does once it has ``embed_tokens(x) -> (tokens + positions, [CLS] + position)``,
+    ``blocks`` (the transformer) and ``norm``: features are the final [CLS]; ``forward_tokens`` the patch tokens.
+    Shared by :class:`SmallViT` and :class:`~medrobust.models.medformer.Medformer`."""
+
+    def encode_sequence(self, seq: torch.Tensor) -> torch.Tensor:  # [N, S, dim] -> [N, S, dim]
+        """The transformer blocks and the final norm on a token sequence (``[CLS]`` first)."""
+        return self.norm(self.blocks(seq))
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, 1 + P, dim] before the norm
+        tokens, cls = self.embed_tokens(x)
+        return self.blocks(torch.cat([cls, tokens], dim=1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, dim]
+        return self.norm(self._encode(x)[:, 0])
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens after the blocks and the final norm, without [CLS]: ``[N, P, dim]`` (raster order)."""
+        return self.norm(self._encode(x)[:, 1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
 class ViTParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     patch_size: int = Field(7, ge=1)
@@ -69,7 +93,7 @@ class ViTParams(BaseModel):
 
 
 @register("encoder", "vit")
-class SmallViT(nn.Module):
+class SmallViT(TokenTrunk):
     """Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words") sized for CPU.
 
     Patch embedding is a strided convolution (2D or 3D); a [CLS] token and learned position embeddings;
@@ -112,19 +136,3 @@ class SmallViT(nn.Module):
         """Patch tokens + positions ``[N, P, dim]`` and the [CLS] token + its position ``[N, 1, dim]``."""
         return self.patch_tokens(x) + self.pos[:, 1:], (self.cls + self.pos[:, :1]).expand(len(x), -1, -1)
 
-    def encode_sequence(self, seq: torch.Tensor) -> torch.Tensor:  # [N, S, dim] -> [N, S, dim]
-        """The transformer blocks and the final norm on a token sequence (``[CLS]`` first)."""
-        return self.norm(self.blocks(seq))
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, 1 + P, dim] before the norm
-        tokens, cls = self.embed_tokens(x)
-        return self.blocks(torch.cat([cls, tokens], dim=1))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, dim]
-        return self.norm(self._encode(x)[:, 0])
-
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens after the blocks and the final norm, without [CLS]: ``[N, P, dim]`` (raster order)."""
-        return self.norm(self._encode(x)[:, 1:])
-
-    forward = forward_features

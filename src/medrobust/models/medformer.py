@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from medrobust.models.encoders import TokenTrunk
 from medrobust.models.fusion import sincos_positions
 from medrobust.models.layers import InputNorm, conv, signature_of
 from medrobust.registry import register
@@ -94,7 +95,7 @@ class InputAdapter(nn.Module):
 
 
 @register("encoder", "medformer")
-class Medformer(nn.Module):
+class Medformer(TokenTrunk):
     """Shared transformer trunk with dynamic input adapters (module docstring). Features: the final [CLS].
 
     The constructor adds the adapter of its own ``(in_channels, spatial_dims)``; :meth:`add_input` adds more
@@ -167,24 +168,6 @@ class Medformer(nn.Module):
         tokens, grid = adapter(x)
         tokens = tokens + (self._grid_positions(grid, tokens) + adapter.signature)
         return tokens, self.cls.expand(len(x), -1, -1)
-
-    def encode_sequence(self, seq: torch.Tensor) -> torch.Tensor:  # [N, S, dim] -> [N, S, dim]
-        """The shared trunk and the final norm on a token sequence (``[CLS]`` first)."""
-        return self.norm(self.blocks(seq))
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, 1 + P, dim] before the norm
-        tokens, cls = self.embed_tokens(x)
-        return self.blocks(torch.cat([cls, tokens], dim=1))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, *spatial] -> [N, dim]
-        return self.norm(self._encode(x)[:, 0])
-
-    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens after the trunk and the final norm, without [CLS]: ``[N, P, dim]`` (raster order of the
-        padded grid, ``P = Π ⌈s / patch⌉``)."""
-        return self.norm(self._encode(x)[:, 1:])
-
-    forward = forward_features
 
 
 def token_grid(encoder: nn.Module, image_shape: Sequence[int]) -> tuple[int, ...]:
