@@ -41,6 +41,20 @@ def _fn(name: str):
     return registry._REGISTRY["corruption"][name]
 
 
+def _skip_unless_applies(name: str, image_shape) -> None:
+    """Skip a contract case whose images the corruption is not defined for (its ``dims`` / ``channels``)."""
+    why = base.applies_to(_fn(name), image_shape)
+    if why is not None:
+        pytest.skip(f"{name}: {why}")
+
+
+def _shape_for(name: str) -> tuple[int, int]:
+    """``(channels, spatial_dims)`` of a case the corruption takes: 1-channel 2D when it can."""
+    fn = _fn(name)
+    channels = 1 if fn.channels is None or 1 in fn.channels else fn.channels[0]
+    return channels, 2 if 2 in fn.dims else 3
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -73,6 +87,7 @@ def test_severity_table_and_docstring(name):
     fn = _fn(name)
     assert len(fn.severity_params) == len(base.SEVERITIES) == 5
     assert isinstance(fn.stochastic, bool)
+    assert fn.family in base.FAMILIES and set(fn.dims) <= {2, 3} and fn.dims
     doc = fn.__doc__ or ""
     assert "Severity table" in doc and ("Source" in doc or "source" in doc), doc
 
@@ -80,6 +95,7 @@ def test_severity_table_and_docstring(name):
 @pytest.mark.parametrize("shape", [(3, 1, 20, 20), (3, 3, 20, 20), (2, 1, 6, 12, 12), (2, 3, 4, 10, 10)])
 @pytest.mark.parametrize("name", NAMES)
 def test_shape_dtype_range_and_input_untouched(name, shape):
+    _skip_unless_applies(name, shape[1:])
     x = torch.rand(shape, generator=_gen(3))
     x[0].view(-1)[:4] = torch.tensor([0.0, 1.0, 0.0, 1.0])  # the extremes must stay valid
     for dtype in (torch.float32, torch.float64):
@@ -103,6 +119,7 @@ def _mean_distortion(name: str, x: torch.Tensor, severity: int) -> float:
 @pytest.mark.parametrize("spatial_dims,size,channels", [(2, 32, 1), (2, 28, 3), (3, 16, 1)])
 @pytest.mark.parametrize("name", NAMES)
 def test_distortion_strictly_increases_with_severity(name, spatial_dims, size, channels):
+    _skip_unless_applies(name, (channels,) + (size,) * spatial_dims)
     x = smooth_images(12 if spatial_dims == 2 else 3, channels, size, spatial_dims)
     mse = [_mean_distortion(name, x, s) for s in base.SEVERITIES]
     assert mse[0] > 0
@@ -112,7 +129,8 @@ def test_distortion_strictly_increases_with_severity(name, spatial_dims, size, c
 @pytest.mark.parametrize("name", NAMES)
 def test_seeded_determinism(name):
     fn = _fn(name)
-    x = smooth_images(4, 1, 24)
+    channels, dims = _shape_for(name)
+    x = smooth_images(4 if dims == 2 else 2, channels, 24 if dims == 2 else 12, dims)
     a = fn(x, 3, generator=_gen(7))
     assert torch.equal(a, fn(x, 3, generator=_gen(7)))
     other = fn(x, 3, generator=_gen(8))
@@ -125,7 +143,8 @@ def test_seeded_determinism(name):
 @pytest.mark.parametrize("bad", [0, 6, -1, 2.0, True, "3"])
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_severity_raises_naming_value(name, bad):
-    x = smooth_images(1, 1, 16)
+    channels, dims = _shape_for(name)
+    x = smooth_images(1, channels, 16, dims)
     with pytest.raises(ValueError, match=re.escape(f"got {bad!r}")) as err:
         _fn(name)(x, bad)
     assert "1..5" in str(err.value)

@@ -87,18 +87,45 @@ def check_images(x: Tensor, *, check_values: bool = True, who: str = "corruption
         )
 
 
-def severity_table(params: Sequence[Any], *, stochastic: bool) -> Callable[[F], F]:
-    """Decorator: attach the 5 per-severity parameters and the randomness flag to a corruption."""
+#: the corruption families of the report's per-family table (MedMNIST-C / ImageNet-C grouping, plus scanner physics)
+FAMILIES = ("noise", "blur", "intensity", "acquisition", "digital")
+
+
+def severity_table(params: Sequence[Any], *, stochastic: bool, family: str = "digital",
+                   dims: tuple[int, ...] = (2, 3), channels: tuple[int, ...] | None = None) -> Callable[[F], F]:
+    """Decorator: attach the 5 per-severity parameters, the randomness flag and what the corruption applies to.
+
+    ``family``: one of :data:`FAMILIES`; ``dims``: the spatial ranks it is defined for (e.g. ``(2,)`` for JPEG or
+    a hair overlay, ``(3,)`` for slice-wise motion); ``channels``: the channel counts it takes (``(3,)`` for an H&E
+    stain shift; ``None``: any). A study checks its corruptions against the data with these
+    (:func:`applies_to`)."""
     params = tuple(params)
     if len(params) != len(SEVERITIES):
         raise ValueError(f"a severity table needs {len(SEVERITIES)} entries, got {len(params)}: {params}")
+    if family not in FAMILIES:
+        raise ValueError(f"corruption family {family!r} is not one of {FAMILIES}")
+    if not dims or not set(dims) <= {2, 3}:
+        raise ValueError(f"corruption dims {dims!r} must be a non-empty subset of (2, 3)")
 
     def deco(fn: F) -> F:
         fn.severity_params = params  # type: ignore[attr-defined]
         fn.stochastic = stochastic  # type: ignore[attr-defined]
+        fn.family = family  # type: ignore[attr-defined]
+        fn.dims = tuple(dims)  # type: ignore[attr-defined]
+        fn.channels = None if channels is None else tuple(channels)  # type: ignore[attr-defined]
         return fn
 
     return deco
+
+
+def applies_to(fn: Callable[..., Tensor], image_shape: Sequence[int]) -> str | None:
+    """``None`` when corruption ``fn`` takes images of shape ``[C, *spatial]``, else why not (for messages)."""
+    c, d = int(image_shape[0]), len(image_shape) - 1
+    if d not in fn.dims:  # type: ignore[attr-defined]
+        return f"it is defined for {'/'.join(f'{k}D' for k in fn.dims)} images, the data is {d}D"  # type: ignore[attr-defined]
+    if fn.channels is not None and c not in fn.channels:  # type: ignore[attr-defined]
+        return f"it takes {'/'.join(map(str, fn.channels))}-channel images, the data has {c}"  # type: ignore[attr-defined]
+    return None
 
 
 def param(fn: Callable[..., Tensor], severity: int) -> Any:

@@ -55,7 +55,7 @@ def gaussian_filter(x: Tensor, sigma: float) -> Tensor:
 
 
 @register("corruption", "gaussian-blur")
-@severity_table((0.5, 0.8, 1.1, 1.4, 1.8), stochastic=False)
+@severity_table((0.5, 0.8, 1.1, 1.4, 1.8), stochastic=False, family="blur")
 def gaussian_blur(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Isotropic Gaussian blur (separable; 2D over H, W and 3D over D, H, W).
 

@@ -22,7 +22,7 @@ BIAS_FIELD_DEGREE = 3
 
 
 @register("corruption", "contrast")
-@severity_table((0.8, 0.65, 0.5, 0.35, 0.2), stochastic=False)
+@severity_table((0.8, 0.65, 0.5, 0.35, 0.2), stochastic=False, family="intensity")
 def contrast(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Contrast loss: shrink each image towards its own mean, ``m + c * (x - m)``.
 
@@ -40,7 +40,7 @@ def contrast(x: Tensor, severity: int, generator: torch.Generator | None = None)
 
 
 @register("corruption", "gamma")
-@severity_table((1.2, 1.4, 1.6, 1.8, 2.0), stochastic=False)
+@severity_table((1.2, 1.4, 1.6, 1.8, 2.0), stochastic=False, family="intensity")
 def gamma(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Power-law intensity response ``x ** gamma`` with gamma > 1 growing with severity (mid-tones darken).
 
@@ -54,7 +54,7 @@ def gamma(x: Tensor, severity: int, generator: torch.Generator | None = None) ->
 
 
 @register("corruption", "brightness")
-@severity_table((0.1, 0.15, 0.2, 0.25, 0.3), stochastic=False)
+@severity_table((0.1, 0.15, 0.2, 0.25, 0.3), stochastic=False, family="intensity")
 def brightness(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Brightness shift: add ``c`` to the intensity (HSV value for RGB) and clip.
 
@@ -109,7 +109,7 @@ def bias_field_log(shape: tuple[int, ...], generator: torch.Generator | None, li
 
 
 @register("corruption", "bias-field")
-@severity_table((0.1, 0.2, 0.3, 0.4, 0.5), stochastic=True)
+@severity_table((0.1, 0.2, 0.3, 0.4, 0.5), stochastic=True, family="acquisition")
 def bias_field(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Smooth multiplicative intensity non-uniformity, ``x * exp(alpha * p(r))``.
 

@@ -18,7 +18,7 @@ from medrobust.registry import register
 
 
 @register("corruption", "gaussian-noise")
-@severity_table((0.04, 0.08, 0.12, 0.16, 0.20), stochastic=True)
+@severity_table((0.04, 0.08, 0.12, 0.16, 0.20), stochastic=True, family="noise")
 def gaussian_noise(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Additive white Gaussian noise, ``x + sigma * N(0, 1)`` per pixel, then clamp to [0, 1].
 
@@ -41,7 +41,7 @@ def gaussian_noise(x: Tensor, severity: int, generator: torch.Generator | None =
 
 
 @register("corruption", "shot-noise")
-@severity_table((200.0, 100.0, 50.0, 25.0, 15.0), stochastic=True)
+@severity_table((200.0, 100.0, 50.0, 25.0, 15.0), stochastic=True, family="noise")
 def shot_noise(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Poisson (shot) noise, ``Poisson(x * lam) / lam``: photon-counting / X-ray quantum noise.
 
@@ -69,7 +69,7 @@ def shot_noise(x: Tensor, severity: int, generator: torch.Generator | None = Non
 
 
 @register("corruption", "speckle-noise")
-@severity_table((0.05, 0.10, 0.20, 0.30, 0.40), stochastic=True)
+@severity_table((0.05, 0.10, 0.20, 0.30, 0.40), stochastic=True, family="noise")
 def speckle_noise(x: Tensor, severity: int, generator: torch.Generator | None = None) -> Tensor:
     """Multiplicative speckle noise, ``x + x * sigma * N(0, 1)``: ultrasound / OCT-like granular noise.
 
