@@ -318,7 +318,9 @@ def _check_components(cfg: StudyConfig, where: str) -> None:
                for i, a in enumerate(cfg.evaluation.sequence())]
     checks += [(f"evaluation.report_attacks[{i}]", "report-attack", a.name, a.params)
                for i, a in enumerate(cfg.evaluation.report_attacks)]
-    checks += [(f"evaluation.corruptions[{i}]", "corruption", c, None) for i, c in enumerate(cfg.evaluation.corruptions)]
+    if cfg.evaluation.corruptions != "auto":
+        checks += [(f"evaluation.corruptions[{i}]", "corruption", c, None)
+                   for i, c in enumerate(cfg.evaluation.corruptions)]
     for key, family, name, params in checks:
         try:
             component = registry.get(family, name)

@@ -67,6 +67,8 @@ class ClassifierMetrics(_Model):
     text_attacks: dict[str, dict[str, float]] = {}  # report-attack name -> budget key -> acc
     text_attack_examples: dict[str, list[str]] = {}  # report-attack name -> "clean → adversarial" samples
     corruptions: dict[str, dict[str, float]] = {}  # corruption -> severity -> acc
+    corruptions_balanced: dict[str, dict[str, float]] = {}  # corruption -> severity -> balanced accuracy
+    clean_balanced: float | None = None  # balanced accuracy on the clean test images (the corruption error's base)
     checks: list[Check] = []
     n_adversarial: int = 0  # attacked examples (a fixed subset of the test split)
     # outcome per test example (0/1, or a fraction rounded to 4 decimals), keyed by :func:`worst_key`,

@@ -74,3 +74,21 @@ def per_example_accuracy(logits: torch.Tensor, labels: torch.Tensor, task: Task)
     if task.multilabel:
         return ((logits > 0).long() == labels).float().mean(dim=1)
     return (logits.argmax(dim=1) == labels).float()
+
+
+def balanced_accuracy(logits: torch.Tensor, labels: torch.Tensor, task: Task) -> float:
+    """Mean per-class recall (single-label; classes absent from ``labels`` are skipped); multilabel: the mean over
+    findings of (sensitivity + specificity) / 2, each over the examples where it is defined. 1 − this is the error
+    of MedMNIST-C's corruption error."""
+    if task.multilabel:
+        pred, y = (logits > 0).long(), labels.long()
+        parts = []
+        for j in range(y.shape[1]):
+            for v in (0, 1):
+                m = y[:, j] == v
+                if m.any():
+                    parts.append((pred[m, j] == v).float().mean())
+        return float(torch.stack(parts).mean()) if parts else float("nan")
+    pred = logits.argmax(dim=1)
+    recalls = [(pred[labels == c] == c).float().mean() for c in labels.unique()]
+    return float(torch.stack(recalls).mean()) if recalls else float("nan")

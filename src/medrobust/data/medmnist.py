@@ -66,6 +66,15 @@ _ORGANS = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidn
            "lung-right", "pancreas", "spleen")
 
 # Copied from the official MedMNIST INFO table (medmnist 2.1.0 / 3.0.2); the MD5s are in OFFICIAL_MD5 below.
+#: the imaging modality of each subset (MedMNIST v2 paper, Table 1), which picks its corruption set
+SUBSET_MODALITY = {
+    "pathmnist": "histology", "chestmnist": "X-ray", "dermamnist": "dermatology", "octmnist": "OCT",
+    "pneumoniamnist": "X-ray", "retinamnist": "fundus photography", "breastmnist": "ultrasound",
+    "bloodmnist": "microscopy", "tissuemnist": "microscopy", "organamnist": "CT", "organcmnist": "CT",
+    "organsmnist": "CT", "organmnist3d": "CT", "nodulemnist3d": "CT", "adrenalmnist3d": "CT",
+    "fracturemnist3d": "CT", "vesselmnist3d": "MRI", "synapsemnist3d": "electron microscopy",
+}
+
 KNOWN_SUBSETS: dict[str, SubsetInfo] = {
     "pathmnist": SubsetInfo("multiclass", (
         "adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
@@ -478,7 +487,8 @@ def load_medmnist(params: MedMNISTParams | str | Path) -> Dataset:
         _check_values(y, task, f"{path} key '{split}_labels'")
         splits[split] = Split(images=images[split], labels=np.ascontiguousarray(y),
                               sites=np.zeros(len(y), dtype=np.int64))
-    return Dataset(name=path.stem, task=task, site_names=("all",), source=str(path), **splits)
+    return Dataset(name=path.stem, task=task, site_names=("all",), source=str(path),
+                   modality=SUBSET_MODALITY.get(subset) if subset else None, **splits)
 
 
 load_medmnist.Params = MedMNISTParams  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from medrobust.data.fractions import label_subset
 from medrobust.evaluation import adversarial, checks
 from medrobust.evaluation.adversarial import PRESETS, AttackTarget, eps_key, to_pixels
 from medrobust.evaluation.metrics import auc, per_example_accuracy, scores
+from medrobust.task import balanced_accuracy
 from medrobust.evaluation.text_side import ReportAttackSpec, evaluate_report_attacks, monotone_in_budget
 from medrobust.models.heads import Classifier
 from medrobust.record import PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT, ClassifierMetrics, worst_key
@@ -43,7 +44,9 @@ class EvalConfig(BaseModel):
     worst_case_epsilons: list[float] | None = Field(None, description="ε (×1/255) at which the worst-case "
                                                     "sequence runs; None = every ε. Elsewhere: curves + ε-nesting")
     check_epsilon: float = Field(128, gt=0, description="ε (×1/255) of the 'large ε breaks the model' self-check")
-    corruptions: list[str] = ["gaussian-noise", "gaussian-blur", "contrast", "jpeg"]
+    corruptions: list[str] | Literal["auto"] = Field(
+        "auto", description="corruption names, or auto: the data's modality's set (medrobust.corruptions.sets), "
+        "resolved when the study prepares its data")
     severities: list[int] = [1, 2, 3, 4, 5]
     report_attacks: list[ReportAttackSpec] = Field(
         [ReportAttackSpec(name="report-word-substitution", budgets=[1, 2, 3]),
@@ -214,7 +217,8 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
         attack_checks.append(monotone_in_budget(adversarial_text, len(subset)))
 
     note("corruptions")
-    metrics["corruptions"], corrupted = _corruptions(model, data, test_text, cfg)
+    metrics["corruptions"], metrics["corruptions_balanced"], corrupted = _corruptions(model, data, test_text, cfg)
+    metrics["clean_balanced"] = balanced_accuracy(clean_logits, torch.as_tensor(data.test_labels), task)
     if corrupted is not None:
         per_example[PER_EXAMPLE_CORRUPTIONS] = _compact(corrupted)
     metrics["checks"] = [checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel),
@@ -298,17 +302,24 @@ def _compact(outcomes: torch.Tensor) -> list[int | float]:
 
 
 def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None,
-                 cfg: EvalConfig) -> tuple[dict, torch.Tensor | None]:
-    """Accuracy per corruption and severity, and each test example's mean accuracy over all of them."""
+                 cfg: EvalConfig) -> tuple[dict, dict, torch.Tensor | None]:
+    """Accuracy and balanced accuracy per corruption and severity, and each test example's mean accuracy over all
+    of them."""
     out: dict[str, dict[str, float]] = {}
+    balanced: dict[str, dict[str, float]] = {}
     total, count = None, 0
+    if cfg.corruptions == "auto":
+        raise ValueError("evaluation.corruptions is 'auto': resolve it for the data first "
+                         "(medrobust.corruptions.sets.corruption_set)")
+    labels = torch.as_tensor(data.test_labels)
     for name in cfg.corruptions:
-        out[name] = {}
+        out[name], balanced[name] = {}, {}
         for severity in cfg.severities:
             generator = torch.Generator().manual_seed(EVAL_SEED + severity)
             logits = _predict(model, data.test_images, text_feats, cfg.batch_size,
                               transform=lambda x, _start: apply(name, x, severity, generator))
-            correct = per_example_accuracy(logits, torch.as_tensor(data.test_labels), data.task).double()
+            correct = per_example_accuracy(logits, labels, data.task).double()
             out[name][str(severity)] = float(correct.mean())
+            balanced[name][str(severity)] = balanced_accuracy(logits, labels, data.task)
             total, count = (correct if total is None else total + correct), count + 1
-    return out, None if total is None else total / count
+    return out, balanced, None if total is None else total / count

@@ -13,6 +13,7 @@ import math
 
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats, tables
+from medrobust.report.corruption_error import corruption_error_rows
 from medrobust.report.compare import (ABLATION_WORDS, COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH,  # noqa: F401
                                       DIVERSITY, WITH_INDICATION, comparisons, defense_comparisons,
                                       diversity_comparisons)
@@ -349,15 +350,28 @@ def _headline(robust: list[dict], ref: str | None) -> str:
             "are per comparison, not adjusted: one can exclude 0 while its difference is not clear after the correction.")
 
 
+def _mce_clause(row: dict | None) -> str:
+    """The normalised corruption error of the arm against its supervised counterpart (report.corruption_error)."""
+    if not row or "mCE" not in row or not math.isfinite(row["mCE"][0]):
+        return ""
+    def one(v):
+        return f"{v[0]:.2f}" + (f" ± {v[1]:.2f}" if v[2] >= 2 and math.isfinite(v[1]) else "")
+    rel = row.get("relative mCE")
+    return (f"; normalised corruption error mCE {one(row['mCE'])}"
+            + (f", relative mCE {one(rel)}" if rel and math.isfinite(rel[0]) else "")
+            + f" (supervised = 1.00; below 1: fewer errors under corruption; 1 − balanced accuracy)")
+
+
 def _bullets(records: list[RunRecord], comps: list[dict], fam: str) -> list[str]:
     """One bullet per (arm, label fraction) of family ``fam``: its adversarial / corruption / site-shift clauses."""
+    mce = {(r["arm"], r["fraction"]): r for r in corruption_error_rows(records, StudyFacts())}
     out = []
     mine_all = [c for c in comps if c["family"] == fam]
     for arm, f in dict.fromkeys((c["arm"], c["fraction"]) for c in mine_all):
         mine = {c["metric"]: c for c in comps if c["arm"] == arm and c["fraction"] == f
                 and (c["family"] == fam or c["metric"] == "gap")}
         parts = [_sentence(mine[k]) + (_gap_clause(mine) if k == "worst_ref" else "")
-                 for k in ROBUSTNESS if k in mine]
+                 + (_mce_clause(mce.get((arm, f))) if k == "corr_mean" else "") for k in ROBUSTNESS if k in mine]
         cp = pretty(records, mine["worst_ref" if "worst_ref" in mine else next(iter(mine))]["counterpart"])
         out.append(f"- **At {fmt_fraction(f)} labels, {pretty(records, arm)} pre-training vs {cp}** — "
                    + "; ".join(parts) + ".")

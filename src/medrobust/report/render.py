@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medrobust.fileio import atomic_write_text
 from medrobust.record import RunRecord, StudyFacts
+from medrobust.report.corruption_error import corruption_error_table
 from medrobust.report.defenses import defense_tables
 from medrobust.report.multimodal import multimodal_tables
 from medrobust.report import answer as answer_mod
@@ -247,6 +248,7 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
     for t in report_side:
         table(t)
     table(tables.metric_table(records, setup, ms["corr_mean"]))
+    table(corruption_error_table(records, setup))
     sevs = [str(v) for v in setup.severities] or ["3"]
     for t in tables.corruption_tables(records, setup, "3" if "3" in sevs else sevs[-1]):
         table(t)

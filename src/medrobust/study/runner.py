@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from medrobust import __version__, registry
-from medrobust.config import StudyConfig, dump, load_config
+from medrobust.config import ConfigError, StudyConfig, dump, load_config
+from medrobust.corruptions.sets import check_corruptions, corruption_set
 from medrobust.data.base import to_unit
 from medrobust.data.fractions import label_subset
 from medrobust.engine import distributed
@@ -136,6 +137,21 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
                     final_loss=float(np.mean(finetune.losses[-10:])) if run.mode != "knn" else None))
 
 
+def resolve_corruptions(cfg: StudyConfig, data: PreparedData) -> StudyConfig:
+    """``cfg`` with ``evaluation.corruptions: auto`` replaced by the data's modality's set (what is stored in
+    study.yaml and hashed into run keys); an explicit list checked against the data's image shape."""
+    shape = data.dataset.image_shape
+    where = f"the {data.dataset.name} images" + (f" ({data.dataset.modality})" if data.dataset.modality else "")
+    if cfg.evaluation.corruptions == "auto":
+        names = corruption_set(data.dataset.modality, shape)
+        return cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"corruptions": names})})
+    try:
+        check_corruptions(cfg.evaluation.corruptions, shape, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg
+
+
 def load_pools(cfg: StudyConfig, data: PreparedData) -> list[Pool]:
     """Every pool an arm of ``cfg`` pre-trains on, loaded and checked against each of its arms' methods before any
     run starts (a source that fails to load, a 2D+3D mix for a one-geometry encoder, a pool without the reports or
@@ -200,6 +216,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     study_dir = cfg.study_dir
     started = time.perf_counter()
     data = prepare(cfg)
+    cfg = resolve_corruptions(cfg, data)
     runs, skipped = expand(cfg, data.has_text, data.has_indications)
     for s in skipped:
         log(f"skipping {s['method']}: {s['reason']}")
