@@ -39,3 +39,35 @@ def test_ssim_falls_strictly_with_severity(name, dims):
             for s in base.SEVERITIES]
     assert ssim[0] < 1.0
     assert all(a > b for a, b in zip(ssim, ssim[1:])), f"{name} ({dims}D): mean SSIM by severity {np.round(ssim, 4)}"
+
+
+def _modality_cases():
+    from medrobust.corruptions.sets import SETS, corruption_set
+
+    data = {"x-ray": ("chest-xray", (1, 28, 28)), "ultrasound": ("ultrasound", (1, 28, 28)),
+            "fundus photography": ("fundus", (3, 28, 28)), "ct": ("ct", (1, 28, 28, 28))}
+    return [(m, synth, name) for m, (synth, shape) in data.items() for name in corruption_set(m, shape) if m in SETS]
+
+
+_SAMPLES: dict = {}
+
+
+def _sample(modality: str) -> torch.Tensor:
+    """A fixed sample of the embedded synthetic data of ``modality`` (the data the set is calibrated on)."""
+    if modality not in _SAMPLES:
+        from medrobust.data.base import to_unit
+        from medrobust.data.synthetic import SyntheticParams, load_synthetic
+
+        ds = load_synthetic(SyntheticParams(modality=modality, n_per_site=18))
+        _SAMPLES[modality] = to_unit(ds.test.images[: 4 if modality == "ct" else 12])
+    return _SAMPLES[modality]
+
+
+@pytest.mark.parametrize("modality, synthetic, name", _modality_cases())
+def test_ssim_falls_with_severity_on_the_data_a_set_is_for(modality, synthetic, name):
+    fn = registry.get("corruption", name)
+    x = _sample(synthetic)
+    seeds = range(2) if fn.stochastic else range(1)
+    ssim = [np.mean([mean_ssim(x, fn(x, s, generator=torch.Generator().manual_seed(k))) for k in seeds])
+            for s in base.SEVERITIES]
+    assert all(a > b for a, b in zip(ssim, ssim[1:])), f"{name} on {modality}: SSIM by severity {np.round(ssim, 4)}"
