@@ -268,6 +268,7 @@ class StudyFacts(_Model):
     data: str = ""  # one-line description of the data source, splits and sizes
     data_notes: list[str] = []  # what reading the data did (rows skipped, images resized, leaks warned)
     pools: list[str] = []  # one line per pre-training pool an arm uses: its sources, shapes, sizes, labels
+    corruption_families: dict[str, str] = {}  # corruption -> family (noise, blur, intensity, acquisition, digital)
     task_kind: str = ""
     label_names: list[str] = []
     train_sites: list[str] = []

@@ -25,6 +25,9 @@ SUP = {"gaussian-noise": {"1": 0.7, "3": 0.5}, "gaussian-blur": {"1": 0.9, "3": 
 SSL = {"gaussian-noise": {"1": 0.9, "3": 0.7}, "gaussian-blur": {"1": 0.8, "3": 0.6}}
 
 
+FAMILIES = {"corruption_families": {"gaussian-noise": "noise", "gaussian-blur": "blur"}}  # as the study records them
+
+
 def grid(seeds=(0, 1, 2)):
     out = []
     for s in seeds:
@@ -35,21 +38,21 @@ def grid(seeds=(0, 1, 2)):
 
 def test_mce_relative_mce_and_families_follow_the_formula():
     recs = grid()
-    got = pair_errors(recs[1], recs[0])
+    got = pair_errors(recs[1], recs[0], facts(FAMILIES))
     ce_noise, ce_blur = 0.2 / 0.4, 0.3 / 0.2
     assert got["mCE"] == pytest.approx((ce_noise + ce_blur) / 2)
     assert got["relative mCE"] == pytest.approx(((0.2 - 0.05) / (0.4 - 0.1) + (0.3 - 0.05) / (0.2 - 0.1)) / 2)
     assert got["CE noise"] == pytest.approx(ce_noise) and got["CE blur"] == pytest.approx(ce_blur)
-    rows = corruption_error_rows(recs, facts({}))
+    rows = corruption_error_rows(recs, facts(FAMILIES))
     assert [(r["arm"], r["counterpart"]) for r in rows] == [("simclr", "supervised")]
     mean, half, n = rows[0]["mCE"]
     assert mean == pytest.approx(1.0) and n == 3 and half == pytest.approx(0.0, abs=1e-9)
-    table = corruption_error_table(recs, facts({}))
+    table = corruption_error_table(recs, facts(FAMILIES))
     assert table.header[:5] == ["arm", "vs", "labels", "mCE", "relative mCE"] and "CE noise" in table.header
 
 
 def test_the_answer_states_the_mce_beside_the_corruption_comparison():
-    text = answer.answer(grid(), facts({"reference_epsilon": "2", "epsilons": ["0", "1", "2", "8"]}))
+    text = answer.answer(grid(), facts({"reference_epsilon": "2", "epsilons": ["0", "1", "2", "8"], **FAMILIES}))
     assert "normalised corruption error mCE 1.00 ± 0.00, relative mCE 1.50 ± 0.00 (supervised = 1.00" in text
 
 

@@ -362,9 +362,9 @@ def _mce_clause(row: dict | None) -> str:
             + f" (supervised = 1.00; below 1: fewer errors under corruption; 1 − balanced accuracy)")
 
 
-def _bullets(records: list[RunRecord], comps: list[dict], fam: str) -> list[str]:
+def _bullets(records: list[RunRecord], comps: list[dict], fam: str, setup: StudyFacts | None = None) -> list[str]:
     """One bullet per (arm, label fraction) of family ``fam``: its adversarial / corruption / site-shift clauses."""
-    mce = {(r["arm"], r["fraction"]): r for r in corruption_error_rows(records, StudyFacts())}
+    mce = {(r["arm"], r["fraction"]): r for r in corruption_error_rows(records, setup or StudyFacts())}
     out = []
     mine_all = [c for c in comps if c["family"] == fam]
     for arm, f in dict.fromkeys((c["arm"], c["fraction"]) for c in mine_all):
@@ -378,7 +378,8 @@ def _bullets(records: list[RunRecord], comps: list[dict], fam: str) -> list[str]
     return out
 
 
-def _indication_line(records: list[RunRecord], comps: list[dict], primary: bool = False) -> str:
+def _indication_line(records: list[RunRecord], comps: list[dict], primary: bool = False,
+                     setup: StudyFacts | None = None) -> str:
     """Classifiers that see the indication with the image, pre-trained vs supervised: secondary to the image-only
     headline, or the study's comparisons when it has no image-only one (``primary``, e.g. VQA)."""
     mine = [c for c in comps if c["family"] == WITH_INDICATION]
@@ -387,7 +388,7 @@ def _indication_line(records: list[RunRecord], comps: list[dict], primary: bool 
     role = "the study's comparisons" if primary else "secondary"
     head = (f"**Image + indication at decision time** ({role}: classifiers that also see the indication, the "
             f"text written before the image is read; {_chance(mine, True)}; {_kinds(mine)}):")
-    return "\n".join([head, ""] + _bullets(records, comps, WITH_INDICATION))
+    return "\n".join([head, ""] + _bullets(records, comps, WITH_INDICATION, setup))
 
 
 def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
@@ -422,10 +423,10 @@ def answer(records: list[RunRecord], setup: StudyFacts | None = None) -> str:
         lines += [_headline(robust, ref), ""]
         demo = _demo_line(records, setup)
         lines += [demo, ""] if demo else []
-        lines += _bullets(records, comps, "headline")
+        lines += _bullets(records, comps, "headline", setup)
     dcomps = defense_comparisons(records, setup)
     vcomps = diversity_comparisons(records, setup)
-    extra = [x for x in (_indication_line(records, comps, primary=not robust), _diversity_line(records, vcomps, setup),
+    extra = [x for x in (_indication_line(records, comps, primary=not robust, setup=setup), _diversity_line(records, vcomps, setup),
                          _tasks_line(records, comps), _ablation_line(comps),
                          _defense_line(records, setup, dcomps),
                          _exclusion_line(comps + dcomps + vcomps), _indication_reliance_line(records, setup),

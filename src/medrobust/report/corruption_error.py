@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-from medrobust import registry
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import tables
 from medrobust.report.stats import fmt_fraction, mean_ci
@@ -34,19 +33,17 @@ def _errors(r: RunRecord) -> tuple[dict[str, float], float] | None:
     return errs, 1 - r.metrics.clean_balanced
 
 
-def _family(name: str) -> str:
-    try:
-        return registry.get("corruption", name).family
-    except registry.RegistryError:
-        return "other"
+def _family(name: str, setup: StudyFacts) -> str:
+    return setup.corruption_families.get(name, "other")
 
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 1e-9 else math.nan
 
 
-def pair_errors(arm: RunRecord, base: RunRecord) -> dict[str, float] | None:
+def pair_errors(arm: RunRecord, base: RunRecord, setup: StudyFacts | None = None) -> dict[str, float] | None:
     """``mCE``, ``relative mCE`` and ``CE <family>`` of ``arm`` against ``base`` (one seed pair), or None."""
+    setup = setup or StudyFacts()
     ea, eb = _errors(arm), _errors(base)
     if ea is None or eb is None:
         return None
@@ -57,8 +54,8 @@ def pair_errors(arm: RunRecord, base: RunRecord) -> dict[str, float] | None:
     rel = {c: _ratio(ea[0][c] - ea[1], eb[0][c] - eb[1]) for c in names}
     finite = lambda xs: [x for x in xs if math.isfinite(x)]  # noqa: E731
     out = {"mCE": _mean(finite(ce.values())), "relative mCE": _mean(finite(rel.values()))}
-    for fam in dict.fromkeys(_family(c) for c in names):
-        out[f"CE {fam}"] = _mean(finite(ce[c] for c in names if _family(c) == fam))
+    for fam in dict.fromkeys(_family(c, setup) for c in names):
+        out[f"CE {fam}"] = _mean(finite(ce[c] for c in names if _family(c, setup) == fam))
     return out
 
 
@@ -78,7 +75,7 @@ def corruption_error_rows(records: list[RunRecord], setup: StudyFacts) -> list[d
             continue
         for f in tables.fraction_order(records):
             base = {r.seed: r for r in tables.runs(records, cp, f)}
-            pairs = [pair_errors(r, base[r.seed]) for r in tables.runs(records, arm, f) if r.seed in base]
+            pairs = [pair_errors(r, base[r.seed], setup) for r in tables.runs(records, arm, f) if r.seed in base]
             pairs = [p for p in pairs if p]
             if not pairs:
                 continue

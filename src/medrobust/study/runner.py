@@ -197,6 +197,7 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
                     for step in sequence_steps(ev.sequence(), ds.task)],
         worst_case_epsilons=None if ev.worst_case_epsilons is None else [eps_key(e) for e in ev.worst_case_epsilons],
         max_adversarial=ev.max_adversarial, corruptions=ev.corruptions, severities=ev.severities,
+        corruption_families={c: registry.get("corruption", c).family for c in ev.corruptions},
         image_encoder=comp(cfg.image_encoder), text_encoder=comp(cfg.text_encoder) if data.has_text else None,
         pretrain=cfg.pretrain.model_dump(), finetune=cfg.finetune.model_dump(),
         fusion=None if cfg.multimodal.fusion is None else comp(cfg.multimodal.fusion), tasks=cfg.multimodal.tasks,
