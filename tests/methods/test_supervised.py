@@ -74,7 +74,7 @@ def test_augmented_corruptions_follow_the_views():
     quiet = ViewParams(gamma=1.0, contrast=0.0, brightness=0.0, blur_p=0.0, noise_p=0.0)
     assert covered_corruptions(quiet) == []
     assert covered_corruptions(quiet.model_copy(update={"noise_p": 0.1})) == ["gaussian-noise"]
-    assert covered_corruptions(quiet.model_copy(update={"gamma": 1.2, "blur_p": 0.5})) == ["gaussian-blur", "gamma"]
+    assert covered_corruptions(quiet.model_copy(update={"gamma": 1.2, "blur_p": 0.5})) == ["gaussian-blur", "gamma", "gamma-down"]
 
 
 def test_adversarial_training_attacks_the_augmented_image_and_views_are_drawn_once(monkeypatch):

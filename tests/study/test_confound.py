@@ -16,7 +16,9 @@ from medrobust.study.prepare import prepare
 from medrobust.study.runner import execute
 from medrobust.study.spec import expand
 
-FIVE = ["brightness", "contrast", "gamma", "gaussian-blur", "gaussian-noise"]
+#: what the default views apply: five corruptions, three of them in both directions
+FIVE = ["brightness", "brightness-down", "contrast", "contrast-up", "gamma", "gamma-down", "gaussian-blur",
+        "gaussian-noise"]
 
 
 def tiny(tmp_path, *more: str):

@@ -37,16 +37,20 @@ class ViewParams(BaseModel):
 _COVERS = {
     "gaussian-noise": lambda p: p.noise_p > 0 and p.noise_std > 0,
     "gaussian-blur": lambda p: p.blur_p > 0 and p.blur_sigma > 0,
-    "contrast": lambda p: p.contrast > 0,
-    "brightness": lambda p: p.brightness > 0,
-    "gamma": lambda p: p.gamma > 1,
+    "contrast": lambda p: p.contrast > 0,  # the factor is drawn in [1 - c, 1 + c]: both directions
+    "contrast-up": lambda p: p.contrast > 0,
+    "brightness": lambda p: p.brightness > 0,  # the offset in [-b, b]
+    "brightness-down": lambda p: p.brightness > 0,
+    "gamma": lambda p: p.gamma > 1,  # gamma log-uniform in [1/g, g]
+    "gamma-down": lambda p: p.gamma > 1,
 }
 
 
 def covered_corruptions(params: ViewParams) -> list[str]:
     """The registered corruptions that :func:`random_view` with ``params`` also applies, in a fixed order
     (``noise_p > 0`` -> ``gaussian-noise``, ``blur_p > 0`` -> ``gaussian-blur``, ``contrast > 0`` ->
-    ``contrast``, ``brightness > 0`` -> ``brightness``, ``gamma > 1`` -> ``gamma``)."""
+    ``contrast`` and ``contrast-up``, ``brightness > 0`` -> ``brightness`` and ``brightness-down``, ``gamma > 1`` ->
+    ``gamma`` and ``gamma-down``: the views draw both directions)."""
     return [name for name, applies in _COVERS.items() if applies(params)]
 
 
