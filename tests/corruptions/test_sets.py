@@ -47,3 +47,28 @@ def test_a_study_refuses_a_corruption_its_data_cannot_take(tmp_path):
     cfg = load_config(None, [*tiny_overrides(tmp_path), f"evaluation.corruptions=[{only_3d}]"])
     with pytest.raises(ConfigError, match=rf"{only_3d} cannot corrupt the synthetic images \(X-ray\).*3D"):
         resolve_corruptions(cfg, prepare(cfg))
+
+
+@pytest.mark.slow
+def test_a_3d_medmnist_study_runs_the_ct_set_in_3d(tmp_path):
+    """AdrenalMNIST3D (CT): ``auto`` resolves to the CT set for 28³ volumes, and every one of its corruptions is
+    evaluated on the volumes (and the MRI k-space artefacts when named)."""
+    from conftest import SHARED_DATA
+    from medrobust.study.runner import run_study
+    from medrobust.study.store import Store
+
+    path = SHARED_DATA / "adrenalmnist3d.npz"
+    if not path.exists():
+        pytest.skip(f"{path} is not present")
+    cfg = load_config("configs/medmnist.yaml", [
+        f"data.path={path}", f"output_dir={tmp_path}", "methods=[supervised]", "seeds=[0]", "label_fractions=[1.0]",
+        "image_encoder={name: medformer, dim: 32, depth: 1}", "finetune.steps=3", "evaluation.severities=[1]",
+        "evaluation.epsilons=[0,2]", "evaluation.attacks=[fgsm]", "evaluation.worst_case=[]",
+        "evaluation.max_adversarial=8", "device=cpu"])
+    run_study(cfg, log=lambda s: None)
+    record = Store(tmp_path / "runs.sqlite").records()[0]
+    expected = corruption_set("CT", (1, 28, 28, 28))
+    assert {"ct-low-dose", "ct-window-shift", "anisotropic-resolution"} <= set(expected)
+    assert list(record.metrics.corruptions) == expected
+    assert all(0 <= v["1"] <= 1 for v in record.metrics.corruptions.values())
+    assert set(record.metrics.corruptions_balanced) == set(expected) and record.metrics.clean_balanced is not None
