@@ -198,3 +198,4 @@ def test_what_reading_a_pool_source_did_is_in_the_pool_notes(tmp_path):
     notes = load_pool(cfg, "p", prepare(cfg)).notes
     assert any(n.startswith("pool p: manifest(image_size=20, path=manifest.jsonl): images fitted to 1×20×20") for n in notes)
     assert any("fitted from 1×20×20 to the target's 1×28×28" in n for n in notes)  # then to the cnn's one geometry
+

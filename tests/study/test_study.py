@@ -263,3 +263,11 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
     assert 0 <= records["supervised-multimodal"].metrics.without_image.acc <= 1
     assert "image+indication classifiers: the fusion transformer (fusion {'dim': 32})" in text
     assert "- **Budgets:** pre-training 4 steps × batch 32" in text
+
+
+def test_progress_note_gives_elapsed_time_and_what_is_left():
+    from medrobust.study.runner import progress_note
+
+    assert progress_note(1, 4, 30.0) == "elapsed 0:30, about 1:30 left"
+    assert progress_note(3, 4, 3725.0) == "elapsed 1:02:05, about 20:42 left"
+    assert progress_note(4, 4, 61.0) == "elapsed 1:01, done"

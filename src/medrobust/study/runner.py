@@ -137,6 +137,19 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
                     final_loss=float(np.mean(finetune.losses[-10:])) if run.mode != "knn" else None))
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def progress_note(done: int, total: int, elapsed: float) -> str:
+    """``"elapsed 1:02, about 2:05 left"``: the runs still to do at the mean time of those done (runs differ, so
+    the estimate is rough); ``"elapsed 1:02, done"`` after the last one."""
+    if done >= total:
+        return f"elapsed {_clock(elapsed)}, done"
+    return f"elapsed {_clock(elapsed)}, about {_clock(elapsed / done * (total - done))} left"
+
+
 def resolve_corruptions(cfg: StudyConfig, data: PreparedData) -> StudyConfig:
     """``cfg`` with ``evaluation.corruptions: auto`` replaced by the data's modality's set (what is stored in
     study.yaml and hashed into run keys); an explicit list checked against the data's image shape."""
@@ -236,6 +249,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
         for note in pool.notes:
             log(f"data: {note}")
     ref = eps_key(cfg.evaluation.reference_epsilon)
+    loop_start = time.perf_counter()
     for i, run in enumerate(pending, 1):
         t0 = time.perf_counter()
         record = execute(run, cfg, data, device, study_dir, log)
@@ -245,7 +259,8 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
             worst = record.metrics.attacks["worst"]
             log(f"[{i}/{len(pending)}] {run.label}: clean acc {record.metrics.clean.acc:.3f}; attacked examples "
                 f"{worst['0']:.3f} -> {worst[ref]:.3f} at {ref}/255 ({time.perf_counter() - t0:.1f} s"
-                f"{', pre-training cached' if record.timing.pretrain_cached else ''})")
+                f"{', pre-training cached' if record.timing.pretrain_cached else ''}; "
+                f"{progress_note(i, len(pending), time.perf_counter() - loop_start)})")
     if not distributed.is_main():
         return study_dir / "report" / "report.md"
     facts = study_facts(cfg, data, runs, skipped, time.perf_counter() - started if pending else None, pools)
