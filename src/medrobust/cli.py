@@ -93,7 +93,9 @@ def cmd_study(args) -> int:
 def cmd_report(args) -> int:
     from medrobust.study.runner import write_study_report
 
-    print(write_study_report(args.study_dir))
+    import sys
+
+    print(write_study_report(args.study_dir, log=lambda line: print(line, file=sys.stderr)))
     return 0
 
 

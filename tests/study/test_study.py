@@ -75,6 +75,13 @@ def test_study_killed_midway_resumes_without_redoing(tmp_path):
     proc.wait()
     first = _finished(out)
     assert 1 <= len(first) < 4, f"the kill should land mid-study, {len(first)} runs were finished"
+    # the stopped study's report: what finished, marked partial, with the missing count on stderr
+    done = subprocess.run([sys.executable, "-m", "medrobust", "report", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    missing = 4 - len(_finished(out))
+    assert f"partial study: {missing} of 4 runs have not finished" in done.stderr
+    assert f"Partial report: {missing} of the study's 4 runs have not finished" in (out / "report" / "report.md").read_text()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
     after = _finished(out)
     assert len(after) == 4

@@ -234,20 +234,23 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     runs, skipped = expand(cfg, data.has_text, data.has_indications)
     for s in skipped:
         log(f"skipping {s['method']}: {s['reason']}")
+    pools = load_pools(cfg, data)
     store = Store(study_dir / "runs.sqlite") if distributed.is_main() else None
     if distributed.is_main():
         atomic_write_text(study_dir / "study.yaml", dump(cfg))
+        # the facts before any run, so `medrobust report` can render a study that was stopped midway (partial)
+        atomic_write_text(study_dir / "setup.json", study_facts(cfg, data, runs, skipped, None, pools).model_dump_json(indent=1))
     done = distributed.broadcast_object(store.keys() if store else None)
     pending = [r for r in runs if r.key not in done]
     log(f"study '{cfg.name}': {len(runs)} runs, {len(runs) - len(pending)} already finished, "
         f"{len(pending)} to run; data: {data.describe()}")
     for note in data.notes:
         log(f"data: {note}")
-    pools = load_pools(cfg, data)
     for pool in pools:
         log(f"pool {pool.describe()}")
         for note in pool.notes:
             log(f"data: {note}")
+
     ref = eps_key(cfg.evaluation.reference_epsilon)
     loop_start = time.perf_counter()
     for i, run in enumerate(pending, 1):
@@ -268,8 +271,9 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     return write_study_report(study_dir, store)
 
 
-def write_study_report(study_dir: Path, store: Store | None = None) -> Path:
-    """(Re)build the report of the study in ``study_dir`` from its store, config and facts."""
+def write_study_report(study_dir: Path, store: Store | None = None, log: Log | None = None) -> Path:
+    """(Re)build the report of the study in ``study_dir`` from its store, config and facts; for a study stopped
+    midway, from the runs that finished (the report says it is partial, and ``log`` how many runs are missing)."""
     study_dir = Path(study_dir)
     for name in ("study.yaml", "setup.json", "runs.sqlite"):
         if not (study_dir / name).is_file():
@@ -283,4 +287,10 @@ def write_study_report(study_dir: Path, store: Store | None = None) -> Path:
                           "again (finished runs are kept) to rewrite it") from None
     store = store or Store(study_dir / "runs.sqlite")
     runs, _ = expand(cfg, facts.has_text, facts.has_indications)
-    return write_report(store.records([r.key for r in runs]), facts, study_dir / "report")
+    records = store.records([r.key for r in runs])
+    if log is not None and len(records) < len(runs):
+        log(f"partial study: {len(runs) - len(records)} of {len(runs)} runs have not finished; the report shows the "
+            f"{len(records)} that have (run the study command again to complete it)")
+    if not records:
+        raise RecordError(f"{study_dir}: no run has finished yet; nothing to report")
+    return write_report(records, facts, study_dir / "report")
