@@ -3,6 +3,8 @@ negative transfer named with its numbers."""
 
 import re
 
+import pytest
+
 from medrobust.report import answer
 from records import facts, record
 from test_answer import rec
@@ -62,3 +64,22 @@ def test_headline_keeps_supervised_pretraining_out_and_the_answer_names_negative
     m = re.search(r"\*\*Negative transfer:\*\* pre-training on the pool clearly lowered (.*?) compared with", para)
     assert m and "adversarial for `simclr @ mixed` at 10% labels (−15.0 pp)" in m.group(1).replace("-", "−")
     assert "simclr @ 2d" not in m.group(1)  # +1 pp is not a harm
+
+
+def test_forest_plot_rows_are_the_headline_and_diversity_differences(tmp_path):
+    from PIL import Image
+
+    from medrobust.report import plots
+
+    recs = grid()
+    rows = plots.forest_rows(recs, facts(SETUP))
+    comps = [c for c in answer.comparisons(recs, facts(SETUP)) if c["family"] == "headline"] + [
+        c for c in answer.diversity_comparisons(recs, facts(SETUP)) if c["metric"] in plots.FOREST_AXES]
+    assert len(rows) == len(comps) and [r["axis"] for r in rows] == sorted(
+        (r["axis"] for r in rows), key=list(plots.FOREST_AXES.values()).index)  # grouped by axis, in order
+    neg = next(r for r in rows if r["label"] == "simclr @ mixed vs simclr (10%)" and r["axis"].startswith("adversarial"))
+    assert neg["diff"] == pytest.approx(-15.0) and neg["lo"] <= neg["diff"] <= neg["hi"] and neg["kind"] == "worse"
+    path = plots.differences(recs, facts(SETUP), tmp_path / "differences.png")
+    with Image.open(path) as img:
+        assert img.height > 0.3 * plots.DPI * len(rows)  # one row per difference
+    assert plots.differences([], facts(SETUP), tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

@@ -66,7 +66,7 @@ def full(tmp_path_factory):
     return recs, setup, out, md_path
 
 
-PNGS = ["robust_vs_eps.png", "corruption_severity.png", "site_shift.png", "label_fraction.png"]
+PNGS = ["differences.png", "robust_vs_eps.png", "corruption_severity.png", "site_shift.png", "label_fraction.png"]
 
 
 def test_files_written_and_nothing_else(full):

@@ -208,8 +208,69 @@ def label_fraction(records: list[RunRecord], setup: StudyFacts, path: Path) -> P
     return _save(fig, path)
 
 
+#: the axes of the forest plot, in its order (metric -> group title)
+FOREST_AXES = {"worst_ref": "adversarial (worst case at the reference ε)", "corr_mean": "corruptions (mean accuracy)",
+               "holdout_acc": "site shift (held-out-site accuracy)"}
+
+
+def forest_rows(records: list[RunRecord], setup: StudyFacts) -> list[dict]:
+    """The forest plot's rows: every headline comparison (pre-trained arm vs its supervised counterpart) and every
+    diversity comparison on the three robustness axes, as ``axis``, ``label``, ``diff``, ``lo``, ``hi`` (pp) and
+    ``kind`` (the verdict's kind after Holm), grouped by axis in :data:`FOREST_AXES` order."""
+    from medrobust.report.compare import comparisons, diversity_comparisons
+
+    comps = [c for c in comparisons(records, setup) if c["family"] == "headline"]
+    comps += [c for c in diversity_comparisons(records, setup) if c["metric"] in FOREST_AXES]
+    rows = []
+    for metric, axis in FOREST_AXES.items():
+        for c in comps:
+            if c["metric"] != metric or not math.isfinite(stats.num(c["mean_diff"])):
+                continue
+            rows.append({"axis": axis, "label": f"{c['arm']} vs {c['counterpart']} ({fmt_fraction(c['fraction'])})",
+                         "diff": 100 * c["mean_diff"], "lo": 100 * stats.num(c["ci_low"]),
+                         "hi": 100 * stats.num(c["ci_high"]), "kind": c["kind"]})
+    return rows
+
+
+def differences(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
+    """Forest plot of :func:`forest_rows`: each paired difference (pp) with its 95% CI, grouped by axis, the zero
+    line marked; clear differences (Holm-adjusted) in colour, the rest gray."""
+    rows = forest_rows(records, setup)
+    if not rows:
+        return None
+    axes_order = list(dict.fromkeys(r["axis"] for r in rows))
+    n = len(rows) + len(axes_order)
+    fig = _figure(figsize=(9.5, 1.2 + 0.32 * n))
+    ax = fig.add_subplot(1, 1, 1)
+    y, ticks, labels = 0, [], []
+    colors = {stats.BETTER: "tab:green", stats.WORSE: "tab:red"}
+    for axis in axes_order:
+        ticks.append(y)
+        labels.append(axis)
+        y -= 1
+        for r in (r for r in rows if r["axis"] == axis):
+            lo = r["lo"] if math.isfinite(r["lo"]) else r["diff"]
+            hi = r["hi"] if math.isfinite(r["hi"]) else r["diff"]
+            color = colors.get(r["kind"], "0.35")
+            ax.errorbar([r["diff"]], [y], xerr=[[r["diff"] - lo], [hi - r["diff"]]], fmt="o", color=color,
+                        capsize=3, markersize=4)
+            ticks.append(y)
+            labels.append("   " + r["label"])
+            y -= 1
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(ticks, labels)
+    for tick, text in zip(ax.get_yticklabels(), labels):
+        if not text.startswith("   "):
+            tick.set_fontweight("bold")
+    ax.set_xlabel("difference (pp), 95% CI; right of 0: the first arm is better")
+    ax.set_title("Paired differences — green / red: clear after Holm; gray: not clear", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 #: file name → plotting function, in report order
-PLOTS = {"robust_vs_eps.png": robust_vs_eps, "corruption_severity.png": corruption_severity,
+PLOTS = {"differences.png": differences, "robust_vs_eps.png": robust_vs_eps, "corruption_severity.png": corruption_severity,
          "site_shift.png": site_shift, "label_fraction.png": label_fraction}
 
 
