@@ -83,3 +83,13 @@ def test_forest_plot_rows_are_the_headline_and_diversity_differences(tmp_path):
     with Image.open(path) as img:
         assert img.height > 0.3 * plots.DPI * len(rows)  # one row per difference
     assert plots.differences([], facts(SETUP), tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_site_shift_panels_have_no_empty_slots(tmp_path):
+    from medrobust.report import plots
+
+    recs = grid() + [record(rec("supervised", 1.0, s, 0.95, 0.5)) for s in (0, 1)]  # only supervised at 100%
+    methods = ["supervised", "simclr", "simclr @ 2d"]
+    assert plots.site_shift_arms(recs, methods, 0.1) == methods
+    assert plots.site_shift_arms(recs, methods, 1.0) == ["supervised"]
+    assert plots.site_shift(recs, facts(SETUP), tmp_path / "s.png").exists()

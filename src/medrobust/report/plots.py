@@ -157,7 +157,8 @@ def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path 
                         "accuracy (%)", width=max(3.4, 0.85 * len(methods) + 1.6), height=4.2)
     w, tilt = 0.38, len(methods) > 2
     for ax, f in zip(axes, fracs):
-        for i, m in enumerate(methods):
+        present = site_shift_arms(records, methods, f)  # no empty slots for arms without runs at this fraction
+        for i, m in enumerate(present):
             for j, split in enumerate(("clean", "holdout")):
                 mean, half, n = tables.summary(records, m, f, lambda r, s=split: tables.acc(r, s))
                 if n == 0:
@@ -165,7 +166,7 @@ def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path 
                 err = 100 * half if math.isfinite(half) else None
                 ax.bar(i + (j - 0.5) * w, 100 * mean, w, yerr=err, capsize=3, color=colors[m],
                        alpha=1.0 if j == 0 else 0.55, hatch=None if j == 0 else "//", edgecolor="black", lw=0.6)
-        ax.set_xticks(range(len(methods)), methods, rotation=25 if tilt else 0, ha="right" if tilt else "center",
+        ax.set_xticks(range(len(present)), present, rotation=25 if tilt else 0, ha="right" if tilt else "center",
                       rotation_mode="anchor")
         ax.set_title(f"{fmt_fraction(f)} labels")
         ax.set_ylim(0, 105)
@@ -175,6 +176,11 @@ def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path 
                         Patch(facecolor="0.85", edgecolor="black", hatch="//", label=f"held-out site ({held})")],
                loc="lower center", bbox_to_anchor=(0.5, 0.01), fontsize=9, ncol=2, frameon=False)
     return _save(fig, path)
+
+
+def site_shift_arms(records: list[RunRecord], methods: list[str], fraction: float) -> list[str]:
+    """The arms of ``methods`` with a held-out-site accuracy at ``fraction`` (one panel's bars)."""
+    return [m for m in methods if any(math.isfinite(tables.acc(r, "holdout")) for r in tables.runs(records, m, fraction))]
 
 
 def label_fraction(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
