@@ -173,7 +173,7 @@ def load_pools(cfg: StudyConfig, data: PreparedData) -> list[Pool]:
     for m in cfg.methods:
         if m.pool is None:
             continue
-        pool = pools.get(m.pool) or pool_for(cfg, m.pool, data)
+        pool = pool_for(cfg, m.pool, data)  # loaded once per study (data.cache)
         info = info_of(registry.get("method", m.name))
         if not (info.uses_text and not data.has_text):  # such an arm is skipped (the target has no reports)
             pool.check(info)
