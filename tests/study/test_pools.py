@@ -152,7 +152,7 @@ def test_tiny_study_with_pool_arms_reports_the_diversity_comparisons(tmp_path):
     assert {r.role for r in pooled} == {"self-supervised", "supervised-pretraining"}
     ckpts = sorted(p.name for p in (cfg.study_dir / "checkpoints").iterdir())
     assert sum(n.startswith("simclr@p-seed") for n in ckpts) == 2 and sum(n.startswith("simclr-seed") for n in ckpts) == 2
-    text = report.read_text()
+    text = report.read_text() + (report.parent / "appendix.md").read_text()
     assert "**Diversity**" in text and "`simclr @ p` vs the same method pre-trained on the target only (`simclr`)" in text
     assert "`supervised-multitask @ p` vs supervised training on the target's sparse labels" in text
     assert "**Pre-training pools:** p: target (synthetic)" in text and "other.npz" in text

@@ -262,7 +262,7 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
     assert noisy.defense == "input-noise" and noisy.randomized and noisy.undefended == "supervised"
     assert "2" in noisy.metrics.attacks["pgd_without_eot"]
     assert records["simclr [knn]"].finetune_mode == "knn"
-    text = (out / "report" / "report.md").read_text()
+    text = (out / "report" / "report.md").read_text() + (out / "report" / "appendix.md").read_text()
     for heading in ("## Defenses", "## Multimodal arms", "### Retrieval image→report: R@1", "### VQA accuracy"):
         assert heading in text
     assert records["mmr"].counterpart == "supervised" and records["mmr"].task_counterpart == "supervised-multimodal"
@@ -273,7 +273,7 @@ def test_multimodal_tasks_defenses_and_probes_in_one_tiny_study(tmp_path, capsys
 
 
 def test_progress_note_gives_elapsed_time_and_what_is_left():
-    from medrobust.study.runner import progress_note
+    from medrobust.study.progress import progress_note
 
     assert progress_note(1, 4, 30.0) == "elapsed 0:30, about 1:30 left"
     assert progress_note(3, 4, 3725.0) == "elapsed 1:02:05, about 20:42 left"

@@ -54,7 +54,7 @@ def test_vqa_study_on_a_vqa_rad_folder(tmp_path):
         assert m.text_attacks["report-word-substitution"]["1"] <= m.attacks["worst"]["0"] + 1e-9  # <= clean, attacked
         examples = m.text_attack_examples.get("report-random-edits", [])
         assert all("→" in e and "?" in e for e in examples)  # edited questions, shown clean → edited
-    text = (out / "report" / "report.md").read_text()
+    text = (out / "report" / "report.md").read_text() + (out / "report" / "appendix.md").read_text()
     assert "CLOSED questions: clean accuracy" in text and "OPEN questions: clean accuracy" in text
     assert "All questions: clean accuracy (answers never seen in training count as wrong)" in text
     prose, config = text.split("## Resolved configuration")

@@ -303,7 +303,7 @@ def _text_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:
     if not sentences:
         return ""
     return (" Attacks on the indication itself (robust accuracy at the largest budget) — " + ". ".join(sentences)
-            + ". The text is an attack surface too: see the text-side tables.")
+            + ". The text is an attack surface too: see the text-side tables (appendix).")
 
 
 def _checks_line(records: list[RunRecord]) -> str:

@@ -92,23 +92,35 @@ def _line(ax, x, stats_list, color, label, marker="o"):
         ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
 
 
+def input_groups(records: list[RunRecord], methods: list[str]) -> list[tuple[str, list[str]]]:
+    """The arms split by what their classifier sees: ``[("image only", [...]), ("image + indication", [...])]``,
+    empty groups left out (image-only and image+text classifiers are attacked differently: separate panels)."""
+    text = {r.arm for r in records if r.uses_text}
+    groups = [("image only", [m for m in methods if m not in text]),
+              ("image + indication", [m for m in methods if m in text])]
+    return [(name, arms) for name, arms in groups if arms]
+
+
 def robust_vs_eps(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
-    """Worst-case robust accuracy vs ε (ε=0 included), a line per method, a panel per label fraction."""
+    """Worst-case robust accuracy vs ε (ε=0 included), a line per method, a panel per label fraction and per input
+    group (:func:`input_groups`: image-only and image+indication classifiers apart)."""
     grid = tables.eps_order(records, setup, "worst")
     fracs = tables.fraction_order(records)
     if not grid or not fracs:
         return None
     methods = tables.method_order(records, setup)
     colors = method_colors(methods)
-    fig, axes = _panels(len(fracs), "Worst-case robust accuracy vs attack budget (mean ± 95% CI over seeds)",
+    groups = input_groups(records, methods)
+    panels = [(f, name, arms) for f in fracs for name, arms in groups]
+    fig, axes = _panels(len(panels), "Worst-case robust accuracy vs attack budget (mean ± 95% CI over seeds)",
                         "worst-case robust accuracy (%)")
     pos = list(range(len(grid)))  # the ε grid is roughly geometric: equal spacing keeps small ε readable
-    for ax, f in zip(axes, fracs):
-        for m in methods:
+    for ax, (f, name, arms) in zip(axes, panels):
+        for m in arms:
             s = [tables.summary(records, m, f, lambda r, e=e: tables.attack_acc(r, "worst", e)) for e in grid]
             _line(ax, pos, s, colors[m], m)
         ax.set_xticks(pos, grid)
-        ax.set_title(f"{fmt_fraction(f)} labels")
+        ax.set_title(f"{fmt_fraction(f)} labels" + (f" — {name}" if len(groups) > 1 else ""))
         ax.set_xlabel(EPS_LABEL + " (grid points)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
@@ -276,7 +288,8 @@ def differences(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path
 
 
 #: file name → plotting function, in report order
-PLOTS = {"differences.png": differences, "robust_vs_eps.png": robust_vs_eps, "corruption_severity.png": corruption_severity,
+FOREST = "differences.png"
+PLOTS = {FOREST: differences, "robust_vs_eps.png": robust_vs_eps, "corruption_severity.png": corruption_severity,
          "site_shift.png": site_shift, "label_fraction.png": label_fraction}
 
 

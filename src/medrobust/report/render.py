@@ -1,4 +1,5 @@
-"""Write the study report: ``report.md``, a self-contained ``report.html`` and the PNG figures.
+"""Write the study report: ``report.md`` (concise), ``appendix.md`` (full detail), a self-contained ``report.html``
+(both, the appendix collapsed) and the PNG figures.
 
 The report is first assembled as a list of neutral *blocks* (heading, Markdown text, warnings box,
 table, image, code); :func:`to_markdown` and :func:`to_html` render the same blocks, so both files
@@ -21,9 +22,10 @@ from medrobust.report.corruption_error import corruption_error_table
 from medrobust.report.defenses import defense_tables
 from medrobust.report.multimodal import multimodal_tables
 from medrobust.report import answer as answer_mod
-from medrobust.report import plots, stats, tables
+from medrobust.report import brief, plots, stats, tables, verdict
 from medrobust.report.stats import fmt_eps, fmt_fraction
 
+APPENDIX = "appendix.md"
 TITLE = "Does self-supervised pre-training make medical imaging models more robust?"
 
 _CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
@@ -32,7 +34,12 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f
 .warn{background:#fff4e5;border:1px solid #f0a040;border-radius:6px;padding:.6em 1em;margin:1em 0}
 .answer{background:#eef6ff;border-left:4px solid #3a7bd5;padding:.6em 1em}.note{color:#555;font-size:13px}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
-code{background:#f2f2f2;padding:0 3px}"""
+code{background:#f2f2f2;padding:0 3px}.scroll{overflow-x:auto}
+table.verdict td,table.verdict th{font-size:13px}table.verdict .ci{color:#555;white-space:nowrap}
+table.verdict .word{font-size:12px}table.verdict tr.group td{background:#fafafa;
+font-style:italic;color:#444}.chip{display:inline-block;padding:0 6px;margin-right:4px;border:1px solid #ccc;
+border-radius:3px}details#appendix{margin-top:2em;border-top:2px solid #ccc;padding-top:1em}
+details#appendix>summary{cursor:pointer;font-size:18px}"""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,27 +221,39 @@ def worded(blocks: list[tuple], name: str) -> list[tuple]:
     return out
 
 
-def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str, Path | None]) -> list[tuple]:
-    """Assemble the report as neutral blocks (see the module docstring)."""
-    ref = tables.reference_eps(records, setup)
+def _answer_blocks(records: list[RunRecord], setup: StudyFacts) -> list[tuple]:
+    """The answer at a glance: one sentence, the verdict table, the short paragraphs, the forest plot's place."""
+    comps = (answer_mod.comparisons(records, setup) + answer_mod.defense_comparisons(records, setup)
+             + answer_mod.diversity_comparisons(records, setup))
+    n_seeds = len(setup.seeds) or len({r.seed for r in records})
+    b: list[tuple] = [("h", 2, "The answer"), ("answer", verdict.glance(comps, n_seeds, answer_mod.MIN_SEEDS))]
+    table = verdict.verdict_table(comps)
+    if table is not None:
+        b.append(("table", table))
+    b += [("md", p) for p in brief.paragraphs(records, setup)]
+    b.append(("md", "Every comparison in words, with its p-values: the appendix's *The answer in detail* "
+                    f"([{APPENDIX}]({APPENDIX}); in the HTML, the collapsed section at the end)."))
+    return b
+
+
+def _key_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, marks: set) -> list:
     ms = tables.metrics(ref)
-    marks = tables.check_marks(records)
-    b: list[tuple] = [("h", 1, TITLE + (f" — study `{setup.study}`" if setup.study else ""))]
-    b += [("h", 2, "The answer"), ("answer", answer_mod.answer(records, setup))]
-    warns = _warnings(records, setup)
-    if warns:
-        b.append(("warn", warns))
-    b += [("h", 2, "Setup"), ("md", _setup_lines(records, setup)), ("h", 2, "Results per metric")]
-    if marks:
-        b.append(("md", f"{tables.WARN} marks numbers of a method and label fraction with a failed evaluation "
-                        "self-check (see the warnings above)."))
+    out = [tables.metric_table(records, setup, ms[n]) for n in ("clean_acc", "clean_auc")]
+    if ref is not None:
+        out.append(tables.metric_table(records, setup, ms["worst_ref"], marks))
+    out += [tables.metric_table(records, setup, ms["corr_mean"]), corruption_error_table(records, setup),
+            tables.metric_table(records, setup, ms["holdout_acc"])]
+    return [t for t in out if t is not None]
+
+
+def _detail_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, marks: set) -> list[tuple]:
+    """Per-ε, per-budget, per-corruption and secondary-metric tables (the appendix's results)."""
+    ms = tables.metrics(ref)
+    b: list[tuple] = []
     def table(t):
         if t is not None:
             b.append(("table", t))
-    for name in ("clean_acc", "clean_auc"):
-        table(tables.metric_table(records, setup, ms[name]))
     if ref is not None:
-        table(tables.metric_table(records, setup, ms["worst_ref"], marks))
         table(tables.metric_table(records, setup, ms["gap"], marks))
     for attack in ("worst", "pgd"):
         for t in tables.eps_tables(records, setup, attack, marks):
@@ -247,20 +266,38 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
                         "token-embedding norm (embedding PGD), image ε (×1/255) + words edited (joint)."))
     for t in report_side:
         table(t)
-    table(tables.metric_table(records, setup, ms["corr_mean"]))
-    table(corruption_error_table(records, setup))
     sevs = [str(v) for v in setup.severities] or ["3"]
     for t in tables.corruption_tables(records, setup, "3" if "3" in sevs else sevs[-1]):
         table(t)
     if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
         b.append(("md", "No held-out site in this data set: site-shift accuracy is not measured."))
-    table(tables.metric_table(records, setup, ms["holdout_acc"]))
     table(tables.metric_table(records, setup, ms["holdout_drop"]))
     table(tables.metric_table(records, setup, ms["noreport_acc"],
                               title="Image+indication classifiers: accuracy with the indication left out (%)"))
     for t in _subgroup_tables(records, setup, ref):
         table(t)
     table(tables.metric_table(records, setup, ms["time_total"], title="Run time per run (s)"))
+    return b
+
+
+def build_blocks(records: list[RunRecord], setup: StudyFacts,
+                 figures: dict[str, Path | None]) -> tuple[list[tuple], list[tuple]]:
+    """Assemble the report as neutral blocks (see the module docstring): the main report and its appendix."""
+    ref = tables.reference_eps(records, setup)
+    marks = tables.check_marks(records)
+    b: list[tuple] = [("h", 1, TITLE + (f" — study `{setup.study}`" if setup.study else ""))]
+    b += _answer_blocks(records, setup)
+    warns = _warnings(records, setup)
+    if warns:
+        b.append(("warn", warns))
+    if figures.get(plots.FOREST):
+        b.append(("img", plots.FOREST))
+    b += [("h", 2, "Setup"), ("md", _setup_lines(records, setup)), ("h", 2, "Results")]
+    if marks:
+        b.append(("md", f"{tables.WARN} marks numbers of a method and label fraction with a failed evaluation "
+                        "self-check (see the warnings above)."))
+    b += [("table", t) for t in _key_tables(records, setup, ref, marks)]
+    b.append(("md", f"Per ε, per attack, per corruption and per condition: [{APPENDIX}]({APPENDIX})."))
     defended = defense_tables(records, setup, ref)
     if defended:
         b += [("h", 2, "Defenses"),
@@ -268,11 +305,32 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
                      "target the whole defended model: EOT for randomised defenses (noise layers), BPDA for "
                      "non-differentiable ones, the purifier included in the attacked pipeline. Time ratios: "
                      "(fine-tuning + defense preparation) and clean inference, over the undefended arm's.")]
-        for t in defended:
-            table(t)
+        b += [("table", t) for t in defended]
+    b.append(("h", 2, "Paired comparison"))
+    comp = tables.comparison_table(answer_mod.comparisons(records, setup)
+                                   + answer_mod.defense_comparisons(records, setup)
+                                   + answer_mod.diversity_comparisons(records, setup), marks)
+    b.append(("table", comp) if comp else ("md", "No self-supervised arm has a counterpart with shared seeds."))
+    b.append(("h", 2, "Evaluation self-checks"))
+    checks = tables.checks_summary(records)
+    b.append(("table", checks) if checks else ("md", "The records carry no self-checks."))
+    b.append(("h", 2, "Plots"))
+    for name, path in figures.items():
+        if name == plots.FOREST and path:
+            continue  # shown under the answer
+        b.append(("img", name) if path else ("md", f"`{name}` not drawn: the records hold nothing to plot in it "
+                                              "(no data; for the label-fraction figure, a single fraction)."))
+    return b, _appendix_blocks(records, setup, ref, marks)
+
+
+def _appendix_blocks(records: list[RunRecord], setup: StudyFacts, ref: str | None, marks: set) -> list[tuple]:
+    a: list[tuple] = [("h", 1, "Appendix" + (f" — study `{setup.study}`" if setup.study else "")),
+                      ("h", 2, "The answer in detail"), ("answer", answer_mod.answer(records, setup)),
+                      ("h", 2, "Results in detail")]
+    a += _detail_tables(records, setup, ref, marks)
     mm = multimodal_tables(records, setup, ref)
     if mm:
-        b += [("h", 2, "Multimodal arms: classification, retrieval and VQA per condition"),
+        a += [("h", 2, "Multimodal arms: classification, retrieval and VQA per condition"),
               ("md", "Classification: the classifiers that see the image with the indication. Retrieval and VQA: "
                      "each task starts from the arm's pre-trained (or, for `supervised-multimodal`, freshly "
                      "initialised) image and text encoders and is fine-tuned on the run's labeled image-report pairs "
@@ -281,24 +339,14 @@ def build_blocks(records: list[RunRecord], setup: StudyFacts, figures: dict[str,
                      "a missing modality; adversarial image (PGD / worst case at the reference ε), text (word "
                      "substitutions chosen to hurt) and both. Arms named with parameters, e.g. "
                      "`robust-mmr(domain_weight=0)`, are ablations with that component switched off.")]
-        for t in mm:
-            table(t)
-    b.append(("h", 2, "Paired comparison"))
-    comp = tables.comparison_table(answer_mod.comparisons(records, setup)
-                                   + answer_mod.defense_comparisons(records, setup)
-                                   + answer_mod.diversity_comparisons(records, setup), marks)
-    b.append(("table", comp) if comp else ("md", "No self-supervised arm has a counterpart with shared seeds."))
-    b.append(("h", 2, "Evaluation self-checks"))
+        a += [("table", t) for t in mm]
     checks = tables.checks_table(records, setup)
-    b.append(("table", checks) if checks else ("md", "The records carry no self-checks."))
-    b.append(("h", 2, "Plots"))
-    for name, path in figures.items():
-        b.append(("img", name) if path else ("md", f"`{name}` not drawn: the records hold nothing to plot in it "
-                                              "(no data; for the label-fraction figure, a single fraction)."))
-    b += [("h", 2, "Runs"), ("table", tables.run_table(records, setup))]
+    a += [("h", 2, "Every evaluation self-check"),
+          ("table", checks) if checks else ("md", "The records carry no self-checks."),
+          ("h", 2, "Runs"), ("table", tables.run_table(records, setup))]
     if setup.config_yaml:
-        b += [("h", 2, "Resolved configuration"), ("code", setup.config_yaml)]
-    return b
+        a += [("h", 2, "Resolved configuration"), ("code", setup.config_yaml)]
+    return a
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -329,7 +377,9 @@ def _inline(text: str) -> str:
     """Escape HTML, then turn ``**bold**`` and ``\\`code\\``` into tags."""
     t = html.escape(text, quote=False)
     t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r"<a href='\2'>\1</a>", t)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<em>\1</em>", t)
 
 
 def _md_html(text: str) -> str:
@@ -357,15 +407,12 @@ def _md_html(text: str) -> str:
     return "\n".join(out)
 
 
-def to_html(blocks: list[tuple], out_dir: Path) -> str:
-    """Render blocks as one self-contained HTML page (figures embedded as base64 PNG data URIs)."""
+def _html_body(blocks: list[tuple], out_dir: Path) -> list[str]:
     body = []
-    title = TITLE
     for blk in blocks:
         kind = blk[0]
         if kind == "h":
             body.append(f"<h{blk[1]}>{_inline(blk[2])}</h{blk[1]}>")
-            title = title if blk[1] != 1 else re.sub(r"`", "", blk[2])
         elif kind == "md":
             body.append(_md_html(blk[1]))
         elif kind == "answer":
@@ -374,14 +421,30 @@ def to_html(blocks: list[tuple], out_dir: Path) -> str:
             body.append("<div class='warn'><strong>⚠ Warnings</strong><ul>" +
                         "".join(f"<li>{_inline(w)}</li>" for w in blk[1]) + "</ul></div>")
         elif kind == "table":
-            body.append(blk[1].html())
+            body.append(f"<div class='scroll'>{blk[1].html()}</div>")
         elif kind == "img":
             data = base64.b64encode((Path(out_dir) / blk[1]).read_bytes()).decode("ascii")
             body.append(f"<figure><img alt='{html.escape(blk[1])}' src='data:image/png;base64,{data}'>"
                         f"<figcaption class='note'>{html.escape(blk[1])}</figcaption></figure>")
         elif kind == "code":
             body.append(f"<details><summary>show</summary><pre>{html.escape(blk[1])}</pre></details>")
+    return body
+
+
+def to_html(blocks: list[tuple], out_dir: Path, appendix: list[tuple] = ()) -> str:
+    """Render blocks as one self-contained HTML page (figures embedded as base64 PNG data URIs); the appendix's
+    blocks, if any, in a collapsed section at the end (its level-1 heading as the section's summary)."""
+    title = next((re.sub(r"`", "", b[2]) for b in blocks if b[0] == "h" and b[1] == 1), TITLE)
+    body = _html_body(blocks, out_dir)
+    if appendix:
+        head = next((b for b in appendix if b[0] == "h" and b[1] == 1), None)
+        rest = [b for b in appendix if b is not head]
+        summary = _inline(head[2]) if head else "Appendix"
+        body.append(f"<details id='appendix'><summary><strong>{summary}</strong> — the answer in detail, per-ε, "
+                    "per-corruption and per-condition tables, every self-check, the runs and the configuration"
+                    "</summary>" + "\n".join(_html_body(rest, out_dir)) + "</details>")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
@@ -406,8 +469,9 @@ def write_report(records: list[RunRecord], setup: StudyFacts | None, out_dir: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.make_all(records, setup, out)
-    blocks = worded(build_blocks(records, setup, figures), setup.context_name)
+    main, appendix = (worded(b, setup.context_name) for b in build_blocks(records, setup, figures))
     md = out / "report.md"
-    atomic_write_text(md, to_markdown(blocks))
-    atomic_write_text(out / "report.html", to_html(blocks, out))
+    atomic_write_text(out / APPENDIX, to_markdown(appendix))
+    atomic_write_text(md, to_markdown(main))
+    atomic_write_text(out / "report.html", to_html(main, out, appendix))
     return md

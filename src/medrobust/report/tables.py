@@ -417,6 +417,19 @@ def checks_table(records: list[RunRecord], setup: StudyFacts) -> Table | None:
                  rows) if rows else None
 
 
+def checks_summary(records: list[RunRecord]) -> Table | None:
+    """One row per self-check: how many runs passed it, and each failing run named with its detail."""
+    names = list(dict.fromkeys(c.name for r in records for c in r.metrics.checks))
+    rows = []
+    for name in names:
+        mine = [(r, c) for r in records for c in r.metrics.checks if c.name == name]
+        failed = [f"{r.arm} at {fmt_fraction(r.fraction)} labels, seed {r.seed}: {c.detail}" for r, c in mine
+                  if not c.passed]
+        rows.append([name, f"{len(mine) - len(failed)} of {len(mine)}", "; ".join(failed) or "none"])
+    return Table("", ["check", "runs passed", "failed runs"], rows,
+                 "Every run's self-checks with their details: appendix.md.") if rows else None
+
+
 def run_table(records: list[RunRecord], setup: StudyFacts) -> Table:
     """One row per run: method, fraction, seed, timings, whether pre-training came from the cache."""
     def t(r: RunRecord, k: str) -> str:
