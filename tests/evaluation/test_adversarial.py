@@ -23,7 +23,11 @@ def target(trained_classifier):
 
 def test_worst_case_is_per_example_minimum_and_monotone(target):
     per = curves(target, CURVES, EPS, seed=0)
-    worst, broke = worst_case(target, per, EPS, SEQUENCE, 0, SequenceState(None, "m"))
+    told = []
+    worst, broke = worst_case(target, per, EPS, SEQUENCE, 0, SequenceState(None, "m"), progress=told.append)
+    # each step that attacks is announced with its place in the sequence, ε and how many examples it attacks
+    assert told[0].startswith("worst-case sequence 1/6: pgd[0] at ε 1/255, ")
+    assert all(f"/6: " in t for t in told) and len(told) <= 6
     for eps in EPS:
         assert (worst[eps] <= per["fgsm"][eps]).all()
     means = [float(worst[e].mean()) for e in EPS]

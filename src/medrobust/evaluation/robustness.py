@@ -182,14 +182,14 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
                                      for s in range(0, len(test_text), bs)])
         metrics["without_image"] = _summary(report_only, data.test_labels, task)
 
-    note("attacks")
+    note("attack curves")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
     target = AttackTarget(model, data.test_images[subset], data.test_labels[subset], task,
                           None if test_text is None else test_text[torch.as_tensor(subset)], bs)
     per_attack = adversarial.curves(target, cfg.attacks, cfg.epsilons, EVAL_SEED)  # name -> ε -> [n]
     state = adversarial.SequenceState(state_path, adversarial.model_digest(model))
     worst, broke = adversarial.worst_case(target, per_attack, cfg.epsilons, cfg.sequence(), EVAL_SEED, state,
-                                          run_at=cfg.worst_case_epsilons)
+                                          run_at=cfg.worst_case_epsilons, progress=progress)
     metrics["attacks"] = {name: {eps_key(e): float(acc.mean()) for e, acc in by_eps.items()}
                           for name, by_eps in per_attack.items()}
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
@@ -204,6 +204,7 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
         metrics["attacks"]["pgd_without_eot"] = {eps_key(ref): float(blind.accuracy_under(
             pgd, to_pixels(ref), torch.Generator().manual_seed(EVAL_SEED)).mean())}
     clean_subset = per_example_accuracy(clean_logits[subset], torch.as_tensor(data.test_labels[subset]), task)
+    note("attack self-checks")
     attack_checks = _attack_checks(target, data, model, subset, clean_subset, per_attack, worst, cfg)
 
     if model.uses_text and cfg.report_attacks and data.test_texts is not None:

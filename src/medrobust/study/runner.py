@@ -34,6 +34,7 @@ from medrobust.report.render import write_report
 from medrobust.study.context import RunContext, decision_objective, pretrain, timed
 from medrobust.study.downstream import run_downstream
 from medrobust.study.pools import Pool, pool_for
+from medrobust.study.progress import Progress
 from medrobust.study.prepare import PreparedData, prepare
 from medrobust.study.spec import RunSpec, expand
 from medrobust.study.store import Store
@@ -70,8 +71,10 @@ def arm_augmentations(run: RunSpec, objective_cls: type, objective_params) -> li
 
 
 def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.device, study_dir: Path,
-            log: Log) -> RunRecord | None:
-    """Pre-train (or load), fine-tune and evaluate one run; the record on rank 0 (None on other ranks)."""
+            log: Log, phase: Log | None = None) -> RunRecord | None:
+    """Pre-train (or load), fine-tune and evaluate one run; the record on rank 0 (None on other ranks). ``phase``
+    is told what the run is doing (fine-tuning, attack curves, each worst-case step, corruptions)."""
+    phase = phase or (lambda _msg: None)
     info = info_of(registry.get("method", run.method.name))
     specs = model_specs(cfg)
     pool = None if run.method.pool is None else pool_for(cfg, run.method.pool, data)
@@ -92,6 +95,7 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     if defense is not None:  # the defense's objective sees the augmented batch (views drawn once, first)
         objective = views_first(objective, defense.objective(model, task, objective))
     labeled = label_subset(data.train.labels, run.fraction, run.seed, data.train.groups)
+    phase(f"fine-tuning on {len(labeled)} labeled examples")
     if run.mode == "knn":  # no training: the labeled images are the neighbour bank
         start = time.perf_counter()
         bank = data.train_tensors(labeled, labels=True)
@@ -106,7 +110,7 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         model = model.cpu().eval()
         inference_s = _inference_seconds(model, data.eval_data, cfg.evaluation.batch_size)
         state = study_dir / "eval_state" / f"{run.key}.json"
-        metrics, eval_s = timed(evaluate, model, data.eval_data, cfg.evaluation, state_path=state)
+        metrics, eval_s = timed(evaluate, model, data.eval_data, cfg.evaluation, progress=phase, state_path=state)
     tasks, tasks_s = None, 0.0
     mm = cfg.multimodal
     if info.uses_text and mm.tasks and defense is None and run.mode == "full":  # tasks start from the undefended modules
@@ -135,19 +139,6 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         sizes=Sizes(n_labeled=int(len(labeled)), n_train=len(data.train), n_test=len(data.test),
                     n_adversarial=metrics.n_adversarial, n_holdout=0 if data.holdout is None else len(data.holdout),
                     final_loss=float(np.mean(finetune.losses[-10:])) if run.mode != "knn" else None))
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
-
-
-def progress_note(done: int, total: int, elapsed: float) -> str:
-    """``"elapsed 1:02, about 2:05 left"``: the runs still to do at the mean time of those done (runs differ, so
-    the estimate is rough); ``"elapsed 1:02, done"`` after the last one."""
-    if done >= total:
-        return f"elapsed {_clock(elapsed)}, done"
-    return f"elapsed {_clock(elapsed)}, about {_clock(elapsed / done * (total - done))} left"
 
 
 def resolve_corruptions(cfg: StudyConfig, data: PreparedData) -> StudyConfig:
@@ -252,18 +243,25 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
             log(f"data: {note}")
 
     ref = eps_key(cfg.evaluation.reference_epsilon)
-    loop_start = time.perf_counter()
-    for i, run in enumerate(pending, 1):
-        t0 = time.perf_counter()
-        record = execute(run, cfg, data, device, study_dir, log)
-        if record is not None:
-            store.put(record)
-            (study_dir / "eval_state" / f"{run.key}.json").unlink(missing_ok=True)  # the run is stored
-            worst = record.metrics.attacks["worst"]
-            log(f"[{i}/{len(pending)}] {run.label}: clean acc {record.metrics.clean.acc:.3f}; attacked examples "
-                f"{worst['0']:.3f} -> {worst[ref]:.3f} at {ref}/255 ({time.perf_counter() - t0:.1f} s"
-                f"{', pre-training cached' if record.timing.pretrain_cached else ''}; "
-                f"{progress_note(i, len(pending), time.perf_counter() - loop_start)})")
+    progress = Progress(len(pending), log) if distributed.is_main() else None
+    say = progress.say if progress else log
+    try:
+        for run in pending:
+            t0 = time.perf_counter()
+            if progress:
+                progress.run_started(run.label)
+            record = execute(run, cfg, data, device, study_dir, say, progress.phase if progress else None)
+            if record is not None:
+                store.put(record)
+                (study_dir / "eval_state" / f"{run.key}.json").unlink(missing_ok=True)  # the run is stored
+                worst = record.metrics.attacks["worst"]
+                progress.run_finished(
+                    f"{run.label}: clean acc {record.metrics.clean.acc:.3f}; attacked examples {worst['0']:.3f} -> "
+                    f"{worst[ref]:.3f} at {ref}/255 ({time.perf_counter() - t0:.1f} s"
+                    f"{', pre-training cached' if record.timing.pretrain_cached else ''}")
+    finally:
+        if progress:
+            progress.close()
     if not distributed.is_main():
         return study_dir / "report" / "report.md"
     facts = study_facts(cfg, data, runs, skipped, time.perf_counter() - started if pending else None, pools)
