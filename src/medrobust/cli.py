@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="rebuild the report of a study folder from its results store")
     r.add_argument("study_dir", help="the study folder (holds runs.sqlite, study.yaml, setup.json)")
+    r.add_argument("--open", action="store_true", help="then open report.html in the web browser (prints its path)")
 
     d = sub.add_parser("data", help="write the synthetic data set (or VQA questions about it), or inspect a data file")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -93,10 +94,24 @@ def cmd_study(args) -> int:
 def cmd_report(args) -> int:
     from medrobust.study.runner import write_study_report
 
-    import sys
-
-    print(write_study_report(args.study_dir, log=lambda line: print(line, file=sys.stderr)))
+    md = write_study_report(args.study_dir, log=lambda line: print(line, file=sys.stderr))
+    print(md)
+    if args.open:
+        _open_in_browser(md.parent / "report.html")
     return 0
+
+
+def _open_in_browser(page) -> None:
+    """Print ``page`` and open it in the registered web browser; without one, say so on stderr."""
+    import webbrowser
+
+    print(page)
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        print(f"no browser found to open {page}; open it yourself", file=sys.stderr)
+        return
+    webbrowser.open(page.resolve().as_uri())
 
 
 def cmd_data(args) -> int:

@@ -106,7 +106,8 @@ def _bold(c: dict | None) -> str:
 
 NOTE = ("Each cell: the arm minus the one it is compared with, in percentage points, paired by seed, with its 95% CI; "
         "the word is the verdict after the Holm correction within the comparison's family (better / worse: "
-        "Holm-adjusted p < 0.05; no diff. > X pp: the CI excludes larger differences; inconclusive: neither). "
+        "Holm-adjusted p < 0.05; no diff. > X pp: the CI excludes larger differences; inconclusive: neither — a CI "
+        "that excludes 0 can still be inconclusive: the CIs are not adjusted for multiplicity, the verdicts are). "
         "Adversarial: worst-case accuracy at the reference ε; corruptions: mean corruption accuracy; site shift: "
         "held-out-site accuracy. Clean accuracy is a secondary comparison. The paired comparison table has p-values.")
 

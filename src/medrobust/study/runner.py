@@ -30,6 +30,7 @@ from medrobust.methods.supervised import views_first
 from medrobust.models.build import ModelSpecs, classifier_for
 from medrobust.models.knn import KNNClassifier
 from medrobust.record import ComponentFacts, RecordError, RunRecord, Sizes, SkippedArm, StudyFacts, Timing
+from medrobust.report.browser import snapshot_report
 from medrobust.report.render import write_report
 from medrobust.study.context import RunContext, decision_objective, pretrain, timed
 from medrobust.study.downstream import run_downstream
@@ -291,4 +292,9 @@ def write_study_report(study_dir: Path, store: Store | None = None, log: Log | N
             f"{len(records)} that have (run the study command again to complete it)")
     if not records:
         raise RecordError(f"{study_dir}: no run has finished yet; nothing to report")
-    return write_report(records, facts, study_dir / "report")
+    path = write_report(records, facts, study_dir / "report")
+    try:
+        snapshot_report(path.parent)  # report.png, where a headless Chromium exists
+    except RuntimeError as err:  # the report is written; only its screenshot is missing
+        (log or print)(f"report.png not written: {err}")
+    return path
