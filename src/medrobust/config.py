@@ -183,6 +183,27 @@ class FinetuneConfig(FitConfig):
         return v
 
 
+class ExecutorConfig(BaseModel):
+    """Where the study's runs execute (study.executors): one after another here (``sequential``), in a pool of
+    ``workers`` processes here (``local``), or as submitit jobs (``submitit``: ``cluster: slurm | local | debug``).
+    The metrics of a run do not depend on it: every seed comes from the run, each run uses ``threads`` threads."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["sequential", "local", "submitit"] = "sequential"
+    workers: int = Field(2, ge=1, description="local: processes at once; submitit: jobs in flight at once")
+    threads: int | None = Field(None, ge=1, description="CPU threads per run (default: the study's `threads`, else 1 "
+                                                        "for local / submitit)")
+    retries: int = Field(1, ge=0, description="a failed job is submitted again this many times, then recorded")
+    cluster: Literal["slurm", "local", "debug"] = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    time_min: int = Field(60, ge=1, description="SLURM time limit per job (minutes)")
+    gpus_per_job: int = Field(0, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    slurm: dict[str, Any] = Field(default_factory=dict, description="passed through as submitit `slurm_<key>`")
+
+
 class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "study"
@@ -199,6 +220,7 @@ class StudyConfig(BaseModel):
     multimodal: MultimodalConfig = MultimodalConfig()
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("data", mode="before")
     @classmethod

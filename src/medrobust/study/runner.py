@@ -34,6 +34,7 @@ from medrobust.report.browser import snapshot_report
 from medrobust.report.render import write_report
 from medrobust.study.context import RunContext, decision_objective, pretrain, timed
 from medrobust.study.downstream import run_downstream
+from medrobust.study.executors import ingest, jobs_of, run_grid
 from medrobust.study.pools import Pool, pool_for
 from medrobust.study.progress import Progress
 from medrobust.study.prepare import PreparedData, prepare
@@ -142,6 +143,11 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
                     final_loss=float(np.mean(finetune.losses[-10:])) if run.mode != "knn" else None))
 
 
+def record_label(record: RunRecord) -> str:
+    """``"simclr | 10% labels | seed 0"``, as :attr:`RunSpec.label`."""
+    return f"{record.arm} | {record.fraction * 100:g}% labels | seed {record.seed}"
+
+
 def resolve_corruptions(cfg: StudyConfig, data: PreparedData) -> StudyConfig:
     """``cfg`` with ``evaluation.corruptions: auto`` replaced by the data's modality's set (what is stored in
     study.yaml and hashed into run keys); an explicit list checked against the data's image shape."""
@@ -232,6 +238,8 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
         atomic_write_text(study_dir / "study.yaml", dump(cfg))
         # the facts before any run, so `medrobust report` can render a study that was stopped midway (partial)
         atomic_write_text(study_dir / "setup.json", study_facts(cfg, data, runs, skipped, None, pools).model_dump_json(indent=1))
+    if store is not None:
+        ingest(study_dir, store)  # records workers finished before a driver was stopped
     done = distributed.broadcast_object(store.keys() if store else None)
     pending = [r for r in runs if r.key not in done]
     log(f"study '{cfg.name}': {len(runs)} runs, {len(runs) - len(pending)} already finished, "
@@ -246,6 +254,27 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     ref = eps_key(cfg.evaluation.reference_epsilon)
     progress = Progress(len(pending), log) if distributed.is_main() else None
     say = progress.say if progress else log
+
+    def finished(record: RunRecord, seconds: float | None) -> None:
+        worst = record.metrics.attacks["worst"]
+        took = f"{seconds:.1f} s" if seconds is not None else f"{record.timing.total_s:.1f} s in its worker"
+        progress.run_finished(
+            f"{record_label(record)}: clean acc {record.metrics.clean.acc:.3f}; attacked examples {worst['0']:.3f} -> "
+            f"{worst[ref]:.3f} at {ref}/255 ({took}{', pre-training cached' if record.timing.pretrain_cached else ''}")
+
+    if cfg.executor.name != "sequential" and pending:
+        if distributed.world_size() > 1:
+            raise ConfigError(f"executor '{cfg.executor.name}' spreads runs over processes; under torchrun use "
+                              "executor.name=sequential (DDP inside each run)")
+        say(f"executor {cfg.executor.name}: {len(jobs_of(pending))} jobs, {cfg.executor.workers} at once")
+        try:
+            failed = run_grid(cfg, pending, store, lambda r: finished(r, None), say)
+        finally:
+            progress.close()
+        if failed:
+            say(f"{len(failed)} job(s) failed (see {study_dir / 'failed'}); the report shows the runs that finished; "
+                "run the study command again to retry what is missing")
+        pending = []
     try:
         for run in pending:
             t0 = time.perf_counter()
@@ -255,11 +284,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
             if record is not None:
                 store.put(record)
                 (study_dir / "eval_state" / f"{run.key}.json").unlink(missing_ok=True)  # the run is stored
-                worst = record.metrics.attacks["worst"]
-                progress.run_finished(
-                    f"{run.label}: clean acc {record.metrics.clean.acc:.3f}; attacked examples {worst['0']:.3f} -> "
-                    f"{worst[ref]:.3f} at {ref}/255 ({time.perf_counter() - t0:.1f} s"
-                    f"{', pre-training cached' if record.timing.pretrain_cached else ''}")
+                finished(record, time.perf_counter() - t0)
     finally:
         if progress:
             progress.close()
