@@ -88,4 +88,4 @@ def test_submitit_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_submitit)
     cfg = load_config("configs/quick.yaml", [*tiny_overrides(tmp_path), "executor.name=submitit"])
     with pytest.raises(ImportError, match=r"pip install 'medrobust\[slurm\]'"):
-        executors._Submitit(cfg)
+        executors._Submitit(cfg, print)

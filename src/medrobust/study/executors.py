@@ -47,6 +47,18 @@ def jobs_of(pending: list[RunSpec]) -> list[Job]:
     return [Job(f"job-{k[:10]}", tuple(r.key for r in rs), tuple(r.label for r in rs)) for k, rs in groups.items()]
 
 
+def deliver(study_dir: Path, record: RunRecord) -> None:
+    """In a worker: hand a finished run's record to the driver (an atomic file in ``incoming/``)."""
+    atomic_write_text(Path(study_dir) / INCOMING / f"{record.key}.json", record.to_json())
+
+
+def check_visible(study_dir: Path) -> None:
+    """In a worker: the study folder must be there (on SLURM, on a file system the nodes share)."""
+    if not Path(study_dir).is_dir():
+        raise FileNotFoundError(f"{study_dir} is not visible from this worker ({os.uname().nodename}): the study "
+                                "folder must be on a file system the workers share")
+
+
 def ingest(study_dir: Path, store: Store) -> list[RunRecord]:
     """Move every worker-written record of ``incoming/`` into the store (the one writer); returns them."""
     folder = Path(study_dir) / INCOMING
@@ -60,48 +72,18 @@ def ingest(study_dir: Path, store: Store) -> list[RunRecord]:
     return out
 
 
-_PREPARED: dict[str, tuple] = {}  # per worker process: the prepared data of the study, read once
-
-
-def run_job(cfg: StudyConfig, keys: tuple[str, ...], threads: int) -> list[str]:
-    """In a worker: run ``keys`` of the study ``cfg`` with ``threads`` CPU threads; each finished run's record is
-    written to ``incoming/<key>.json``. Returns the keys run."""
-    import torch
-
-    from medrobust.study import runner
-    from medrobust.study.prepare import prepare
-    from medrobust.study.spec import expand
-
-    torch.set_num_threads(threads)
-    study_dir = cfg.study_dir
-    if not study_dir.is_dir():
-        raise FileNotFoundError(f"{study_dir} is not visible from this worker ({os.uname().nodename}): the study "
-                                "folder must be on a file system the workers share")
-    tag = cfg.model_dump_json()
-    if tag not in _PREPARED:
-        data = prepare(cfg)
-        _PREPARED.clear()
-        _PREPARED[tag] = (data, runner.resolve_corruptions(cfg, data))
-    data, cfg = _PREPARED[tag]
-    by_key = {r.key: r for r in expand(cfg, data.has_text, data.has_indications)[0]}
-    device = runner.resolve_device(cfg.device)
-    for key in keys:
-        record = runner.execute(by_key[key], cfg, data, device, study_dir, lambda _line: None)
-        atomic_write_text(study_dir / INCOMING / f"{key}.json", record.to_json())
-    return list(keys)
-
-
 class _Local:
     """A pool of ``workers`` spawned processes (spawn: no forked torch state)."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, worker: Callable):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self.worker = worker
 
     def submit(self, job: Job, cfg: StudyConfig, threads: int):
-        return self.pool.submit(run_job, cfg, job.keys, threads)
+        return self.pool.submit(self.worker, cfg, job.keys, threads)
 
     @staticmethod
     def done(handle) -> bool:
@@ -127,7 +109,8 @@ class _Local:
 class _Submitit:
     """submitit's AutoExecutor; logs in ``jobs/`` of the study folder."""
 
-    def __init__(self, cfg: StudyConfig):
+    def __init__(self, cfg: StudyConfig, worker: Callable):
+        self.worker = worker
         try:
             import submitit
         except ImportError:
@@ -147,7 +130,7 @@ class _Submitit:
         self.errors: dict[int, BaseException] = {}
 
     def submit(self, job: Job, cfg: StudyConfig, threads: int):
-        return self.ex.submit(run_job, cfg, job.keys, threads)
+        return self.ex.submit(self.worker, cfg, job.keys, threads)
 
     def done(self, handle) -> bool:
         try:
@@ -173,14 +156,16 @@ class _Submitit:
         pass
 
 
-def run_grid(cfg: StudyConfig, pending: list[RunSpec], store: Store, on_record: Callable[[RunRecord], None],
-             log: Callable[[str], None], poll_s: float = 0.2) -> list[str]:
+def run_grid(cfg: StudyConfig, pending: list[RunSpec], store: Store, worker: Callable,
+             on_record: Callable[[RunRecord], None], log: Callable[[str], None], poll_s: float = 0.2) -> list[str]:
     """Run ``pending`` on ``cfg.executor`` (``local`` or ``submitit``), at most ``workers`` jobs at once; every
-    finished run's record goes to ``store`` (and ``on_record``) as its job ends. Returns the names of the jobs that
-    failed after their retries (each with ``failed/<job>.txt``)."""
+    finished run's record goes to ``store`` (and ``on_record``) as its job ends. ``worker(cfg, keys, threads)`` runs
+    one job in a worker (a module-level function, pickled by name: the runner's ``run_job``)
+    and writes each finished run's record with :func:`deliver`. Returns the names of the jobs that failed after
+    their retries (each with ``failed/<job>.txt``)."""
     e = cfg.executor
     threads = e.threads or cfg.threads or 1
-    backend = _Local(e.workers) if e.name == "local" else _Submitit(cfg)
+    backend = _Local(e.workers, worker) if e.name == "local" else _Submitit(cfg, worker)
     queue, running, tries, failed = list(jobs_of(pending)), {}, {}, []
     (cfg.study_dir / INCOMING).mkdir(parents=True, exist_ok=True)
     try:
@@ -210,7 +195,7 @@ def run_grid(cfg: StudyConfig, pending: list[RunSpec], store: Store, on_record: 
                     queue.append(Job(name, tuple(left), tuple(lb for k, lb in zip(job.keys, job.labels) if k in left)))
                     if e.name == "local" and "BrokenProcessPool" in error:
                         backend.close()
-                        backend = _Local(e.workers)
+                        backend = _Local(e.workers, worker)
                 else:
                     path = cfg.study_dir / FAILED / f"{name}.txt"
                     atomic_write_text(path, f"runs: {', '.join(job.labels)}\nlog: {backend.log_path(handle)}\n\n{error}")

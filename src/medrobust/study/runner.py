@@ -34,7 +34,7 @@ from medrobust.report.browser import snapshot_report
 from medrobust.report.render import write_report
 from medrobust.study.context import RunContext, decision_objective, pretrain, timed
 from medrobust.study.downstream import run_downstream
-from medrobust.study.executors import ingest, jobs_of, run_grid
+from medrobust.study.executors import check_visible, deliver, ingest, jobs_of, run_grid
 from medrobust.study.pools import Pool, pool_for
 from medrobust.study.progress import Progress
 from medrobust.study.prepare import PreparedData, prepare
@@ -268,7 +268,7 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
                               "executor.name=sequential (DDP inside each run)")
         say(f"executor {cfg.executor.name}: {len(jobs_of(pending))} jobs, {cfg.executor.workers} at once")
         try:
-            failed = run_grid(cfg, pending, store, lambda r: finished(r, None), say)
+            failed = run_grid(cfg, pending, store, run_job, lambda r: finished(r, None), say)
         finally:
             progress.close()
         if failed:
@@ -293,6 +293,27 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     facts = study_facts(cfg, data, runs, skipped, time.perf_counter() - started if pending else None, pools)
     atomic_write_text(study_dir / "setup.json", facts.model_dump_json(indent=1))
     return write_study_report(study_dir, store)
+
+
+_PREPARED: dict[str, tuple] = {}  # per worker process: the prepared data of the study, read once
+
+
+def run_job(cfg: StudyConfig, keys: tuple[str, ...], threads: int) -> list[str]:
+    """An executor's worker (study.executors): run ``keys`` of the study ``cfg`` with ``threads`` CPU threads, each
+    finished run's record delivered to the driver as a file. Returns the keys run."""
+    torch.set_num_threads(threads)
+    check_visible(cfg.study_dir)
+    tag = cfg.model_dump_json()
+    if tag not in _PREPARED:
+        data = prepare(cfg)
+        _PREPARED.clear()
+        _PREPARED[tag] = (data, resolve_corruptions(cfg, data))
+    data, cfg = _PREPARED[tag]
+    by_key = {r.key: r for r in expand(cfg, data.has_text, data.has_indications)[0]}
+    device = resolve_device(cfg.device)
+    for key in keys:
+        deliver(cfg.study_dir, execute(by_key[key], cfg, data, device, cfg.study_dir, lambda _line: None))
+    return list(keys)
 
 
 def write_study_report(study_dir: Path, store: Store | None = None, log: Log | None = None) -> Path:
