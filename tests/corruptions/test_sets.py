@@ -64,7 +64,7 @@ def test_a_3d_medmnist_study_runs_the_ct_set_in_3d(tmp_path):
         f"data.path={path}", f"output_dir={tmp_path}", "methods=[supervised]", "seeds=[0]", "label_fractions=[1.0]",
         "image_encoder={name: medformer, dim: 32, depth: 1}", "finetune.steps=3", "evaluation.severities=[1]",
         "evaluation.epsilons=[0,2]", "evaluation.attacks=[fgsm]", "evaluation.worst_case=[]",
-        "evaluation.max_adversarial=8", "device=cpu"])
+        "evaluation.max_adversarial=8", "device=cpu", "evaluation.evaluate_failed=true"])  # 3 steps: may not learn
     run_study(cfg, log=lambda s: None)
     record = Store(tmp_path / "runs.sqlite").records()[0]
     expected = corruption_set("CT", (1, 28, 28, 28))

@@ -76,3 +76,18 @@ def test_main_report_opens_with_the_sentence_and_table_and_stays_short(tmp_path)
     appendix = (tmp_path / "appendix.md").read_text(encoding="utf-8")
     assert "## The answer in detail" in appendix and "<h2>The answer in detail</h2>" in html
     assert "per ε" not in md and "per ε" in appendix  # the per-ε tables live in the appendix only
+
+
+def test_the_report_lists_a_skipped_run_and_keeps_it_out_of_the_verdicts(tmp_path):
+    recs = grid()
+    bad = recs[1]  # simclr, seed 0
+    assert bad["method"] == "simclr" and bad["seed"] == 0
+    bad["metrics"] = {"clean": {"acc": 0.5, "auc": 0.5}, "holdout": {"acc": 0.5, "auc": 0.5},
+                      "checks": [{"name": "above_chance", "passed": False, "detail": "clean accuracy 0.500 vs 0.800 "
+                                  "for always predicting the majority class; attacks and corruptions skipped"}]}
+    comps = answer.comparisons(records(recs), facts(SETUP))
+    assert all(c["n"] == 2 for c in comps)  # seed 0's pair is out of every verdict, the clean one included
+    clean = next(c for c in comps if c["metric"] == "clean_acc")
+    assert [s for s, _ in clean["excluded"]] == [0]
+    md = render.write_report(records(recs), facts(SETUP), tmp_path).read_text()
+    assert "❌ `above_chance` failed for `simclr` at 10% labels, seed 0" in md and "corruptions skipped" in md

@@ -54,6 +54,8 @@ class EvalConfig(BaseModel):
          ReportAttackSpec(name="joint-image-report", budgets=[[2, 1], [2, 3]])],
         description="image+report models only: attacks on the report, or on image and report together")
     max_adversarial: int = Field(300, ge=1, description="test examples attacked (a fixed stratified subset)")
+    evaluate_failed: bool = Field(False, description="attack and corrupt a model that failed `above_chance` too "
+                                  "(default: such a run records its clean numbers and the failure, and skips them)")
     batch_size: int = Field(256, ge=1)
 
     @field_validator("epsilons")
@@ -182,6 +184,12 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
                                      for s in range(0, len(test_text), bs)])
         metrics["without_image"] = _summary(report_only, data.test_labels, task)
 
+    chance = checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel)
+    if not chance["passed"] and not cfg.evaluate_failed:  # fail fast: its robustness numbers would mean nothing
+        chance["detail"] += "; attacks and corruptions skipped (evaluation.evaluate_failed: true runs them)"
+        metrics.update(checks=[chance], per_example=per_example,
+                       clean_balanced=balanced_accuracy(clean_logits, torch.as_tensor(data.test_labels), task))
+        return ClassifierMetrics.model_validate(metrics)
     note("attack curves")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
     target = AttackTarget(model, data.test_images[subset], data.test_labels[subset], task,
@@ -222,8 +230,7 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     metrics["clean_balanced"] = balanced_accuracy(clean_logits, torch.as_tensor(data.test_labels), task)
     if corrupted is not None:
         per_example[PER_EXAMPLE_CORRUPTIONS] = _compact(corrupted)
-    metrics["checks"] = [checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel),
-                         *attack_checks]
+    metrics["checks"] = [chance, *attack_checks]
     metrics["n_adversarial"] = int(len(subset))
     metrics["per_example"] = per_example
     if data.test_subgroups:

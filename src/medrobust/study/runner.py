@@ -256,11 +256,13 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     say = progress.say if progress else log
 
     def finished(record: RunRecord, seconds: float | None) -> None:
-        worst = record.metrics.attacks["worst"]
+        worst = record.metrics.attacks.get("worst")
         took = f"{seconds:.1f} s" if seconds is not None else f"{record.timing.total_s:.1f} s in its worker"
         progress.run_finished(
-            f"{record_label(record)}: clean acc {record.metrics.clean.acc:.3f}; attacked examples {worst['0']:.3f} -> "
-            f"{worst[ref]:.3f} at {ref}/255 ({took}{', pre-training cached' if record.timing.pretrain_cached else ''}")
+            f"{record_label(record)}: clean acc {record.metrics.clean.acc:.3f}; "
+            + (f"attacked examples {worst['0']:.3f} -> {worst[ref]:.3f} at {ref}/255" if worst else
+               "did not beat the majority class: attacks and corruptions skipped")
+            + f" ({took}{', pre-training cached' if record.timing.pretrain_cached else ''}")
 
     if cfg.executor.name != "sequential" and pending:
         if distributed.world_size() > 1:
