@@ -141,3 +141,16 @@ def test_method_info_properties_encoders_and_generator():
     assert Encoders(image, fusion=fusion).modules() == {"image": image, "fusion": fusion}
     draw = torch.rand(3, generator=method_generator(4))
     assert torch.equal(draw, torch.rand(3, generator=torch.Generator().manual_seed(4 * 7919 + rank())))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_under_bf16_autocast_is_finite_and_close(name):
+    """``precision: bf16`` autocasts every method's forward (augmentations stay fp32): a finite loss that trains
+    the image encoder, within bf16 rounding of the fp32 loss."""
+    method, image = build(name)
+    full = loss_of(method, tiny_batch()).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_of(method, tiny_batch())
+    loss.float().backward()
+    assert torch.isfinite(loss) and abs(loss.item() - full) <= 0.05 * abs(full) + 0.05, (loss.item(), full)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in image.parameters())

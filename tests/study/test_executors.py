@@ -89,3 +89,53 @@ def test_submitit_missing_says_how_to_install(tmp_path, monkeypatch):
     cfg = load_config("configs/quick.yaml", [*tiny_overrides(tmp_path), "executor.name=submitit"])
     with pytest.raises(ImportError, match=r"pip install 'medrobust\[slurm\]'"):
         executors._Submitit(cfg, print)
+
+
+def _pinned_gpu():
+    import os
+    import time
+
+    time.sleep(0.5)  # long enough that both workers take tasks
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_local_workers_are_pinned_one_gpu_each():
+    assert executors.worker_gpus("auto", 3, {"CUDA_VISIBLE_DEVICES": "2,5"}) == ["2", "5", "2"]
+    assert executors.worker_gpus("cpu", 2, {"CUDA_VISIBLE_DEVICES": "0"}) == [None, None]
+    assert executors.worker_gpus("auto", 2, {"CUDA_VISIBLE_DEVICES": ""}) == [None, None]
+    backend = executors._Local(2, print, ["3", "7"])  # the pinning itself needs no GPU: it is the environment
+    try:
+        seen = [f.result() for f in [backend.pool.submit(_pinned_gpu) for _ in range(6)]]
+    finally:
+        backend.close()
+    by_pid = {}
+    for pid, gpu in seen:
+        by_pid.setdefault(pid, set()).add(gpu)
+    assert len(by_pid) == 2 and sorted(g for gs in by_pid.values() for g in gs) == ["3", "7"]  # one GPU per process
+
+
+def die_once(cfg, keys, threads):
+    """A worker whose process is killed (SIGKILL, as the OOM killer does) the first time it is called."""
+    import os
+    import signal
+
+    marker = cfg.study_dir / "killed-once"
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return runner.run_job(cfg, keys, threads)
+
+
+def test_a_killed_local_worker_is_retried_on_a_new_pool(tmp_path):
+    from medrobust.study.spec import expand
+
+    cfg = load_config("configs/quick.yaml", [*tiny_overrides(tmp_path / "k"), "methods=[supervised]", "seeds=[0]",
+                                             "label_fractions=[0.5]", "threads=1", "executor.name=local",
+                                             "executor.workers=1", "executor.retries=1"])
+    cfg.study_dir.mkdir(parents=True)
+    runs, _ = expand(cfg, True, True)
+    store, lines, got = Store(cfg.study_dir / "runs.sqlite"), [], []
+    failed = executors.run_grid(cfg, runs, store, die_once, got.append, lines.append)
+    assert failed == [] and (cfg.study_dir / "killed-once").exists()
+    assert [r.key for r in got] == [runs[0].key] and runs[0].key in store
+    assert any("BrokenProcessPool" in line or "terminated abruptly" in line for line in lines), lines

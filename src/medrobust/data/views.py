@@ -110,7 +110,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def random_view(x: torch.Tensor, p: ViewParams, g: torch.Generator) -> torch.Tensor:
-    """One random view of every image in ``x`` ([N, C, *spatial] in [0, 1]); same shape, in [0, 1]."""
+    """One random view of every image in ``x`` ([N, C, *spatial] in [0, 1]); same shape, in [0, 1]. Computed in
+    fp32 even inside a low-precision autocast region (training with ``precision: bf16``)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _view(x.float(), p, g)
+
+
+def _view(x: torch.Tensor, p: ViewParams, g: torch.Generator) -> torch.Tensor:
     n, bshape = len(x), (len(x),) + (1,) * (x.ndim - 1)
     x = _affine(x, p, g)
     log_g = math.log(p.gamma)

@@ -11,10 +11,11 @@ optimisation trajectory as one process with the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,12 @@ class FitConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="linear warm-up, then cosine decay to 0")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast dtype of the training forward pass (fp16 adds a gradient scaler); evaluation "
+        "and attacks always run in fp32, since low precision masks gradients")
+    channels_last: bool = Field(False, description="channels-last memory format for the model and image batches "
+                                "(channels_last for 2D, channels_last_3d for 3D); helps convolutions on GPUs")
+    compile: bool = Field(False, description="train through torch.compile (compiles on the first steps)")
 
 
 @dataclass
@@ -74,6 +81,8 @@ def batches(tensors: dict[str, torch.Tensor], batch_size: int, seed: int, device
             batch = {k: v[idx] for k, v in tensors.items()}
             if "image" in batch:
                 batch["image"] = to_unit(batch["image"])
+            if device.type == "cuda":  # page-locked host memory: the copy below overlaps with compute
+                batch = {k: v.pin_memory() for k, v in batch.items()}
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         epoch += 1
 
@@ -116,6 +125,35 @@ class Mixture:
             yield {**batch, "source": torch.full((n,), i, dtype=torch.long, device=device)}
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The channels-last format of a 4D (2D image) or 5D (volume) tensor; contiguous for any other rank."""
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim(), torch.contiguous_format)
+
+
+def to_channels_last(method: nn.Module) -> nn.Module:
+    """Every 4D / 5D parameter and buffer of ``method`` in its channels-last format, in place."""
+    for t in [*method.parameters(), *method.buffers()]:
+        if t.dim() in (4, 5):
+            t.data = t.data.contiguous(memory_format=memory_format(t))
+    return method
+
+
+def sync_batchnorm(method: nn.Module, device: torch.device) -> nn.Module:
+    """Under DDP on GPUs, BatchNorm layers (the zoo's MoCo v2 / DINO / BYOL heads, CNN encoders) share their
+    statistics across ranks as SyncBatchNorm, so N processes normalise with the global batch as one process does.
+    PyTorch's SyncBatchNorm needs a GPU; on CPU (gloo) the layers keep per-rank statistics."""
+    if distributed.world_size() > 1 and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    return method
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast for ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def _schedule(cfg: FitConfig) -> Callable[[int], float]:
     warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
 
@@ -134,10 +172,15 @@ def fit(method: nn.Module, tensors: dict[str, torch.Tensor] | Mixture, cfg: FitC
     returns per-step losses and timing.
 
     Only parameters with ``requires_grad`` are optimised (a linear probe freezes its encoder first).
-    Raises :class:`TrainingError` naming the step when the loss becomes NaN or infinite.
+    ``cfg.precision`` autocasts the forward pass (fp16 with a gradient scaler); the parameters stay fp32 and the
+    module is left in fp32 for evaluation. Raises :class:`TrainingError` naming the step when the loss becomes NaN
+    or infinite.
     """
     device = torch.device(device)
+    method = sync_batchnorm(method, device)
     method.to(device).train()
+    if cfg.channels_last:
+        to_channels_last(method)
     params = [p for p in method.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"{type(method).__name__} has no trainable parameters")
@@ -146,7 +189,10 @@ def fit(method: nn.Module, tensors: dict[str, torch.Tensor] | Mixture, cfg: FitC
     if distributed.world_size() > 1:  # a mixture's step uses one source's adapter and heads: the others sit unused
         model = nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None,
                                                     find_unused_parameters=mixed and len(tensors.parts) > 1)
+    if cfg.compile:
+        model = torch.compile(model)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     after_step = getattr(method, "after_step", None)
     stream = tensors.batches(cfg.batch_size, seed, device, cfg.steps) if mixed else \
@@ -156,10 +202,14 @@ def fit(method: nn.Module, tensors: dict[str, torch.Tensor] | Mixture, cfg: FitC
     start = time.perf_counter()
     for step in range(cfg.steps):
         batch = next(stream)
-        loss = model(batch)["loss"]
+        if cfg.channels_last and "image" in batch:
+            batch["image"] = batch["image"].contiguous(memory_format=memory_format(batch["image"]))
+        with precision_context(cfg.precision, device):
+            loss = model(batch)["loss"].float()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         if after_step is not None:
             after_step()

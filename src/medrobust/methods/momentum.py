@@ -7,8 +7,10 @@
   (``concat_all_gather`` in the official code) and DINO averages its center over ranks; both are identity
   in a single process. Gradient-carrying gathers are :func:`medrobust.engine.distributed.gather_with_grad`.
 * :func:`mlp` — the Linear-BN-ReLU projector/predictor heads of BYOL, SimSiam, MoCo v3, Barlow Twins and
-  VICReg. The heads are discarded after pre-training (the study keeps only the encoder). Under DDP their
-  BatchNorm statistics are per rank (the papers use SyncBN); the encoders themselves use GroupNorm.
+  VICReg. The heads are discarded after pre-training (the study keeps only the encoder). Under DDP on GPUs
+  :func:`medrobust.engine.train.fit` turns their BatchNorm into SyncBatchNorm (global-batch statistics, as the
+  papers); on CPU (gloo, which SyncBatchNorm does not support) the statistics are per rank. The encoders use
+  GroupNorm.
 """
 
 from __future__ import annotations

@@ -72,14 +72,41 @@ def ingest(study_dir: Path, store: Store) -> list[RunRecord]:
     return out
 
 
-class _Local:
-    """A pool of ``workers`` spawned processes (spawn: no forked torch state)."""
+def worker_gpus(device: str, workers: int, env: dict[str, str] | None = None) -> list[str | None]:
+    """The GPU each ``local`` worker process is pinned to: the devices of ``CUDA_VISIBLE_DEVICES`` (or all that
+    torch sees) dealt round-robin; ``None`` each for ``device: cpu`` or where there is no GPU."""
+    env = os.environ if env is None else env
+    if device == "cpu":
+        return [None] * workers
+    if env.get("CUDA_VISIBLE_DEVICES") is not None:
+        visible = [d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()]
+    else:
+        import torch
 
-    def __init__(self, workers: int, worker: Callable):
+        visible = [str(i) for i in range(torch.cuda.device_count())]
+    return [visible[i % len(visible)] for i in range(workers)] if visible else [None] * workers
+
+
+def _pin(gpus) -> None:
+    """A ``local`` worker process's initializer: take one GPU for the process's life (before CUDA starts)."""
+    gpu = gpus.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+class _Local:
+    """A pool of ``workers`` spawned processes (spawn: no forked torch state), each pinned to one GPU of
+    :func:`worker_gpus` when there are GPUs."""
+
+    def __init__(self, workers: int, worker: Callable, gpus: list[str | None] | None = None):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        for gpu in gpus or [None] * workers:
+            queue.put(gpu)
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pin, initargs=(queue,))
         self.worker = worker
 
     def submit(self, job: Job, cfg: StudyConfig, threads: int):
@@ -165,7 +192,8 @@ def run_grid(cfg: StudyConfig, pending: list[RunSpec], store: Store, worker: Cal
     their retries (each with ``failed/<job>.txt``)."""
     e = cfg.executor
     threads = e.threads or cfg.threads or 1
-    backend = _Local(e.workers, worker) if e.name == "local" else _Submitit(cfg, worker)
+    gpus = worker_gpus(cfg.device, e.workers) if e.name == "local" else None
+    backend = _Local(e.workers, worker, gpus) if e.name == "local" else _Submitit(cfg, worker)
     queue, running, tries, failed = list(jobs_of(pending)), {}, {}, []
     (cfg.study_dir / INCOMING).mkdir(parents=True, exist_ok=True)
     try:
@@ -195,7 +223,7 @@ def run_grid(cfg: StudyConfig, pending: list[RunSpec], store: Store, worker: Cal
                     queue.append(Job(name, tuple(left), tuple(lb for k, lb in zip(job.keys, job.labels) if k in left)))
                     if e.name == "local" and "BrokenProcessPool" in error:
                         backend.close()
-                        backend = _Local(e.workers, worker)
+                        backend = _Local(e.workers, worker, gpus)
                 else:
                     path = cfg.study_dir / FAILED / f"{name}.txt"
                     atomic_write_text(path, f"runs: {', '.join(job.labels)}\nlog: {backend.log_path(handle)}\n\n{error}")
