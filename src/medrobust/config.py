@@ -173,6 +173,14 @@ class FinetuneConfig(FitConfig):
         "probe (no training); one run per mode. Supervised arms always train fully")
     knn_k: int = Field(20, ge=1, description="neighbours of the kNN probe")
     knn_temperature: float = Field(0.07, gt=0, description="vote weight exp(cosine / τ)")
+    class_balance: Literal["auto", "oversample", "off"] = Field(
+        "auto", description="class-balanced sampling of the labeled examples: oversample repeats each class up to "
+        "the largest; auto does so when the rarest class has under half its balanced share (binary: under 25%)")
+
+    @field_validator("class_balance", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:  # YAML reads a bare off / on as a boolean
+        return {False: "off", True: "oversample"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -220,6 +228,8 @@ class StudyConfig(BaseModel):
     multimodal: MultimodalConfig = MultimodalConfig()
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
+    run_budget_min: float | None = Field(None, gt=0, description="per-run time budget: a run projected over it "
+                                         "makes the study say which keys to lower (it cuts nothing)")
     executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("data", mode="before")

@@ -28,6 +28,7 @@ CONDITIONS = ("clean", "corrupted_image", "holdout", "perturbed_text", "image_mi
 #: corruption and severity of each in-site test example, and the correctness of each held-out-site example
 PER_EXAMPLE_CORRUPTIONS = "corruptions"
 PER_EXAMPLE_HOLDOUT = "holdout"
+PER_EXAMPLE_ATTACKED = "attacked"  # per_example_labels: the labels of the attacked subset (worst@ε rows)
 
 
 def worst_key(eps: str) -> str:
@@ -69,6 +70,10 @@ class ClassifierMetrics(_Model):
     corruptions: dict[str, dict[str, float]] = {}  # corruption -> severity -> acc
     corruptions_balanced: dict[str, dict[str, float]] = {}  # corruption -> severity -> balanced accuracy
     clean_balanced: float | None = None  # balanced accuracy on the clean test images (the corruption error's base)
+    worst_balanced: dict[str, float] = {}  # ε key -> balanced accuracy of the worst case (attacked examples)
+    holdout_balanced: float | None = None  # balanced accuracy on the held-out sites
+    # class of each example of the per_example rows (single-label): attacked subset, test (corruptions), holdout
+    per_example_labels: dict[str, list[int]] = {}
     checks: list[Check] = []
     n_adversarial: int = 0  # attacked examples (a fixed subset of the test split)
     # outcome per test example (0/1, or a fraction rounded to 4 decimals), keyed by :func:`worst_key`,
@@ -198,6 +203,7 @@ class RunRecord(_Model):
     randomized: bool = False
     fraction: float
     seed: int
+    class_balance: str | None = None  # what fine-tuning's class-balanced sampling did (None: not balanced)
     metrics: ClassifierMetrics
     tasks: TaskMetrics | None = None
     timing: Timing = Timing()
@@ -271,6 +277,7 @@ class StudyFacts(_Model):
     corruption_families: dict[str, str] = {}  # corruption -> family (noise, blur, intensity, acquisition, digital)
     task_kind: str = ""
     label_names: list[str] = []
+    class_shares: list[float] = []  # share of each class in the test split (single-label tasks)
     train_sites: list[str] = []
     holdout_sites: list[str] = []
     arms: list[str] = []  # report order

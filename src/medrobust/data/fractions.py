@@ -128,3 +128,33 @@ def mask_labels(split: Split, fraction: float, seed: int) -> Split:
     labels = np.full_like(split.labels, UNLABELED)
     labels[keep] = split.labels[keep]
     return replace(split, labels=labels)
+
+
+def rare_class(labels: np.ndarray, n_classes: int) -> tuple[int, float] | None:
+    """The rarest class of single-label ``labels`` and its share, when that share is under half of what a
+    balanced set would give it (binary: under 25 %); None when no class is that rare (or for multilabel rows)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(labels) or n_classes < 2:
+        return None
+    counts = np.bincount(labels[labels != UNLABELED], minlength=n_classes)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        return None
+    c = int(present[np.argmin(counts[present])])
+    share = counts[c] / counts.sum()
+    return (c, float(share)) if share < 0.5 / n_classes else None
+
+
+def oversample(index: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """``index`` with every class's examples repeated up to the largest class's count (whole copies, then a seeded
+    draw without replacement for the rest), so training batches see the classes about equally (class-balanced
+    sampling). ``labels`` are those of ``index`` (single-label)."""
+    index, labels = np.asarray(index), np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    target = counts.max()
+    out = []
+    for c, n in zip(classes, counts):
+        members = index[labels == c]
+        extra = _rng(seed, 2**33 + int(c)).choice(members, target % n, replace=False) if target % n else members[:0]
+        out.append(np.concatenate([np.tile(members, target // n), extra]))
+    return np.concatenate(out)

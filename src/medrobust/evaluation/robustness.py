@@ -7,7 +7,7 @@ only by the attacks' loss and by the metrics, never as model input (DESIGN princ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -25,7 +25,8 @@ from medrobust.evaluation.metrics import auc, per_example_accuracy, scores
 from medrobust.task import balanced_accuracy
 from medrobust.evaluation.text_side import ReportAttackSpec, evaluate_report_attacks, monotone_in_budget
 from medrobust.models.heads import Classifier
-from medrobust.record import PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT, ClassifierMetrics, worst_key
+from medrobust.record import (PER_EXAMPLE_ATTACKED, PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT,
+                              ClassifierMetrics, worst_key)
 from medrobust.schema import Component, as_component
 
 EVAL_SEED = 20240531  # fixed: the same attacked subset and corruption noise for every run
@@ -114,6 +115,9 @@ class EvalData:
     # name -> test examples of that subgroup that are not scored because no model can get them right (VQA: an
     # answer never seen in training); the subgroup's accuracies count them as wrong
     test_unanswerable: dict[str, int] | None = None
+    # (corruption, severity, batch size) -> the corrupted test images: the same for every run of a study (fixed
+    # seed), so computed once per process (:func:`_corrupted`)
+    corrupted: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def adversarial_subset(labels: np.ndarray, size: int) -> np.ndarray:
@@ -176,6 +180,7 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
         metrics["holdout"] = _summary(holdout_logits, data.holdout_labels, task)
         per_example[PER_EXAMPLE_HOLDOUT] = _compact(per_example_accuracy(
             holdout_logits, torch.as_tensor(data.holdout_labels), task))
+        metrics["holdout_balanced"] = balanced_accuracy(holdout_logits, torch.as_tensor(data.holdout_labels), task)
     if model.uses_text:  # the text left out through the model's declared missing-modality path
         metrics["without_text"] = _summary(_predict(model, data.test_images, None, bs, missing="report"),
                                            data.test_labels, task)
@@ -203,6 +208,13 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
     metrics["attacks"]["worst"] = {eps_key(e): float(acc.mean()) for e, acc in worst.items()}
     metrics["worst_case_broke"] = broke  # keyed by what ran (apgd-dlr becomes apgd-ce-restarts on 2-class tasks)
     metrics["worst_case_sequence"] = [s.label for s in adversarial.sequence_steps(cfg.sequence(), task)]
+    if not task.multilabel:  # mean per-class accuracy of the worst case (imbalanced tasks read this)
+        metrics["worst_balanced"] = {eps_key(e): _per_class_mean(acc, data.test_labels[subset])
+                                     for e, acc in worst.items()}
+        metrics["per_example_labels"] = {PER_EXAMPLE_ATTACKED: data.test_labels[subset].tolist(),
+                                         PER_EXAMPLE_CORRUPTIONS: data.test_labels.tolist(),
+                                         **({PER_EXAMPLE_HOLDOUT: data.holdout_labels.tolist()}
+                                            if "holdout" in metrics else {})}
     for e in {0.0, float(cfg.reference_epsilon)} & set(worst):  # ε=0 too: the gap's per-example clean point
         per_example[worst_key(eps_key(e))] = _compact(worst[e])
     if getattr(model, "randomized", False):  # what an attack that ignores the randomness would report
@@ -303,10 +315,35 @@ def _attack_checks(target: AttackTarget, data: EvalData, model: Classifier, subs
     return out
 
 
+def _per_class_mean(outcomes: torch.Tensor, labels: np.ndarray) -> float:
+    """Balanced accuracy from per-example outcomes: the mean over the classes present of their mean outcome."""
+    out = outcomes.detach().double().cpu().numpy()
+    return float(np.mean([out[labels == c].mean() for c in np.unique(labels)]))
+
+
 def _compact(outcomes: torch.Tensor) -> list[int | float]:
     """Per-example outcomes for the record: 0/1 ints when they are, else floats rounded to 4 decimals."""
     xs = outcomes.detach().double().flatten().tolist()
     return [int(x) for x in xs] if all(x in (0.0, 1.0) for x in xs) else [round(x, 4) for x in xs]
+
+
+#: the corrupted test sets of a study are kept in memory (float32) when they fit in this many bytes
+CORRUPTION_CACHE_BYTES = 2 * 2**30
+
+
+def _corrupted(data: EvalData, name: str, severity: int, batch_size: int, cache: bool) -> torch.Tensor:
+    """The test images under ``name`` at ``severity``, float in [0, 1], corrupted batch by batch with the
+    evaluation's generator (the same numbers for every run); with ``cache``, kept on ``data`` for the next run."""
+    key = (name, severity, batch_size)
+    if key in data.corrupted:
+        return data.corrupted[key]
+    generator = torch.Generator().manual_seed(EVAL_SEED + severity)
+    images = data.test_images
+    x = torch.cat([apply(name, to_unit(images[s : s + batch_size]), severity, generator)
+                   for s in range(0, len(images), batch_size)])
+    if cache:
+        data.corrupted[key] = x
+    return x
 
 
 def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | None,
@@ -320,12 +357,12 @@ def _corruptions(model: Classifier, data: EvalData, text_feats: torch.Tensor | N
         raise ValueError("evaluation.corruptions is 'auto': resolve it for the data first "
                          "(medrobust.corruptions.sets.corruption_set)")
     labels = torch.as_tensor(data.test_labels)
+    cache = len(cfg.corruptions) * len(cfg.severities) * data.test_images.size * 4 <= CORRUPTION_CACHE_BYTES
     for name in cfg.corruptions:
         out[name], balanced[name] = {}, {}
         for severity in cfg.severities:
-            generator = torch.Generator().manual_seed(EVAL_SEED + severity)
-            logits = _predict(model, data.test_images, text_feats, cfg.batch_size,
-                              transform=lambda x, _start: apply(name, x, severity, generator))
+            logits = _predict(model, _corrupted(data, name, severity, cfg.batch_size, cache), text_feats,
+                              cfg.batch_size)
             correct = per_example_accuracy(logits, labels, data.task).double()
             out[name][str(severity)] = float(correct.mean())
             balanced[name][str(severity)] = balanced_accuracy(logits, labels, data.task)

@@ -21,10 +21,12 @@ Runs that fail a self-check are kept out of the comparisons they would distort: 
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 
-from medrobust.record import PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT, RunRecord, StudyFacts, worst_key
+from medrobust.record import (PER_EXAMPLE_ATTACKED, PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT,
+                              RunRecord, StudyFacts, worst_key)
 from medrobust.report import stats, tables
 
 #: metrics compared between a self-supervised arm and its counterpart (noreport only if both multimodal)
@@ -67,10 +69,25 @@ def family(metric: str, ablation: bool, with_text: bool = False) -> str:
     return "tasks" if metric in TASKS and not ablation else "secondary"
 
 
-def per_example(metric: str, rec: RunRecord, ref_eps: str | None) -> list[float] | None:
+def per_example(metric: str, rec: RunRecord, ref_eps: str | None, balanced: bool = False) -> list[float] | None:
     """The per-example outcomes whose mean is ``metric`` of ``rec`` (None when the record has none): the worst
     case at the reference ε, the gap (worst case at ε=0 minus at the reference ε, per attacked example), the
-    mean corruption accuracy, the held-out-site correctness."""
+    mean corruption accuracy, the held-out-site correctness. ``balanced``: each outcome weighted by
+    ``n / (K · n_class)`` (its class's size among the ``n`` rows, ``K`` classes present), so that their mean is the
+    balanced accuracy; None when the record has no labels for the rows."""
+    rows = _outcomes(metric, rec, ref_eps)
+    if not balanced or rows is None:
+        return rows
+    key = PER_EXAMPLE_ATTACKED if metric in ("worst_ref", "gap") else \
+        {"corr_mean": PER_EXAMPLE_CORRUPTIONS, "holdout_acc": PER_EXAMPLE_HOLDOUT}.get(metric)
+    labels = rec.metrics.per_example_labels.get(key)
+    if labels is None or len(labels) != len(rows):
+        return None
+    counts = collections.Counter(labels)
+    return [x * len(rows) / (len(counts) * counts[c]) for x, c in zip(rows, labels)]
+
+
+def _outcomes(metric: str, rec: RunRecord, ref_eps: str | None) -> list[float] | None:
     got = rec.metrics.per_example
     if metric in ("worst_ref", "gap") and ref_eps is not None:
         worst = got.get(worst_key(ref_eps))
@@ -99,8 +116,8 @@ def paired_test(metric: tables.Metric, a: list[RunRecord], b: list[RunRecord], r
     """
     res = stats.paired([metric.get(r) for r in a], [metric.get(r) for r in b])
     res.update(t_ci_low=res["ci_low"], t_ci_high=res["ci_high"], t_p=res["p"], test=TEST_T, n_examples=None)
-    rows_a = [per_example(metric.name, r, ref_eps) for r in a]
-    rows_b = [per_example(metric.name, r, ref_eps) for r in b]
+    rows_a = [per_example(metric.name, r, ref_eps, metric.balanced) for r in a]
+    rows_b = [per_example(metric.name, r, ref_eps, metric.balanced) for r in b]
     rows = rows_a + rows_b
     if len(a) < 2 or not rows or any(not x for x in rows) or len({len(x) for x in rows}) != 1:
         return res
@@ -171,7 +188,7 @@ def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> li
     """
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
-    ms = tables.metrics(ref)
+    ms = tables.metrics(ref, tables.imbalanced(setup))
     out = []
     for arm in tables.method_order(records, setup):
         arm_recs = [r for r in records if r.arm == arm]
@@ -207,7 +224,7 @@ def diversity_comparisons(records: list[RunRecord], setup: StudyFacts | None = N
     ``"target-only"``, ``"other-pool"``, ``"supervised-pool"`` or ``"supervised"``."""
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
-    ms = tables.metrics(ref)
+    ms = tables.metrics(ref, tables.imbalanced(setup))
     out = []
     for arm in tables.method_order(records, setup):
         recs = [r for r in records if r.arm == arm and r.pool and not r.defense]
@@ -241,7 +258,7 @@ def defense_comparisons(records: list[RunRecord], setup: StudyFacts | None = Non
     family ``"defenses"`` (fields as :func:`comparisons`)."""
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
-    ms = tables.metrics(ref)
+    ms = tables.metrics(ref, tables.imbalanced(setup))
     out = []
     for arm in tables.method_order(records, setup):
         recs = [r for r in records if r.arm == arm and r.defense]

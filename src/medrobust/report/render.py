@@ -117,6 +117,14 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
             + (f"; text {s.text_encoder.name}" if s.text_encoder is not None else ""))
     if s.pretrain or s.finetune:
         add("Budgets", _budget_line(s))
+    if s.class_shares:
+        add("Classes (test split)", ", ".join(f"{n} {100 * x:.0f}%" for n, x in zip(s.label_names, s.class_shares))
+            + (" — imbalanced: balanced accuracy (mean per-class recall; 50% for a majority-class guess on two "
+               "classes) is shown beside accuracy" if tables.imbalanced(s) else ""))
+    balanced = [r for r in records if r.class_balance]
+    if balanced:
+        add("Class-balanced fine-tuning", f"{len(balanced)} of {len(records)} runs (finetune.class_balance: the "
+            f"labeled examples' rarest class was under half its balanced share), e.g. {balanced[0].class_balance}")
     if any(r.uses_text or r.tasks is not None for r in records) and s.config_yaml:
         add("Image+text downstream", _downstream_line(s))
     z = records[0].sizes
@@ -222,12 +230,17 @@ def _answer_blocks(records: list[RunRecord], setup: StudyFacts) -> list[tuple]:
 
 
 def _key_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, marks: set) -> list:
-    ms = tables.metrics(ref)
-    out = [tables.metric_table(records, setup, ms[n]) for n in ("clean_acc", "clean_auc")]
+    ms, bal = tables.metrics(ref), tables.imbalanced(setup)  # imbalanced: balanced accuracy beside each
+    out = [tables.metric_table(records, setup, ms[n]) for n in ("clean_acc", "clean_auc")
+           + (("clean_balanced",) if bal else ())]
     if ref is not None:
         out.append(tables.metric_table(records, setup, ms["worst_ref"], marks))
-    out += [tables.metric_table(records, setup, ms["corr_mean"]), corruption_error_table(records, setup),
-            tables.metric_table(records, setup, ms["holdout_acc"])]
+        if bal:
+            out.append(tables.metric_table(records, setup, ms["worst_ref_balanced"]))
+    out.append(tables.metric_table(records, setup, ms["corr_mean"]))
+    if bal:
+        out.append(tables.metric_table(records, setup, ms["corr_mean_balanced"]))
+    out += [corruption_error_table(records, setup), tables.metric_table(records, setup, ms["holdout_acc"])]
     return [t for t in out if t is not None]
 
 

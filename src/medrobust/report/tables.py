@@ -96,6 +96,19 @@ def corruption_acc(rec: RunRecord, corruption: str | None = None, severity: obje
     return sum(xs) / len(xs) if xs else NAN
 
 
+def corruption_balanced(rec: RunRecord) -> float:
+    """Mean balanced accuracy over every corruption and severity, or NaN."""
+    xs = stats.finite([v for per_sev in rec.metrics.corruptions_balanced.values() for v in per_sev.values()])
+    return sum(xs) / len(xs) if xs else NAN
+
+
+def imbalanced(setup: StudyFacts | None) -> bool:
+    """The test split's rarest class has under half its balanced share (binary: under 25%): the report then
+    shows balanced accuracy beside accuracy, whose majority-class floor is high."""
+    shares = (setup or StudyFacts()).class_shares
+    return len(shares) > 1 and min(shares) < 0.5 / len(shares)
+
+
 @dataclass(frozen=True)
 class Metric:
     """A scalar per run: how to read it, how to print it and which direction is favourable."""
@@ -105,10 +118,13 @@ class Metric:
     unit: str
     higher_is_better: bool
     get: Callable[[RunRecord], float] = field(compare=False, repr=False)
+    balanced: bool = False  # the mean per-class accuracy (imbalanced tasks): per-example rows are class-weighted
 
 
-def metrics(ref_eps: str | None) -> dict[str, Metric]:
-    """The per-run metrics used by tables, comparisons and the answer (``ref_eps`` = reference ε key)."""
+def metrics(ref_eps: str | None, balanced: bool = False) -> dict[str, Metric]:
+    """The per-run metrics used by tables, comparisons and the answer (``ref_eps`` = reference ε key). With
+    ``balanced`` (an imbalanced task, :func:`imbalanced`) the robustness metrics the answer compares — worst case,
+    mean corruption and held-out-site accuracy — are their balanced accuracies, under the same names."""
     def worst(r: RunRecord) -> float:
         return attack_acc(r, "worst", ref_eps) if ref_eps is not None else NAN
 
@@ -121,6 +137,13 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
         Metric("gap", f"robustness gap (clean − worst-case at ε={eps}, attacked examples)", "pct", False,
                lambda r: attack_acc(r, "worst", "0") - worst(r)),
         Metric("corr_mean", "mean corruption accuracy", "pct", True, lambda r: corruption_acc(r)),
+        Metric("clean_balanced", "clean balanced accuracy", "pct", True,
+               lambda r: NAN if r.metrics.clean_balanced is None else r.metrics.clean_balanced),
+        Metric("worst_ref_balanced", f"worst-case balanced accuracy at ε={eps} (attacked examples)", "pct", True,
+               lambda r: r.metrics.worst_balanced.get(ref_eps, NAN) if ref_eps is not None else NAN),
+        Metric("corr_mean_balanced", "mean corruption balanced accuracy", "pct", True, corruption_balanced),
+        Metric("holdout_balanced", "held-out-site balanced accuracy", "pct", True,
+               lambda r: NAN if r.metrics.holdout_balanced is None else r.metrics.holdout_balanced),
         Metric("holdout_acc", "held-out-site accuracy", "pct", True, lambda r: acc(r, "holdout")),
         Metric("holdout_drop", "in-site → held-out accuracy drop", "pct", False,
                lambda r: acc(r, "clean") - acc(r, "holdout")),
@@ -135,7 +158,13 @@ def metrics(ref_eps: str | None) -> dict[str, Metric]:
         Metric("time_total", "run time (pretrain + defense + fine-tune + inference timing + eval + retrieval/VQA "
                "tasks)", "s", False, lambda r: r.timing.total_s),
     ]
-    return {m.name: m for m in ms}
+    out = {m.name: m for m in ms}
+    if balanced:
+        for name, alias in (("worst_ref", "worst_ref_balanced"), ("corr_mean", "corr_mean_balanced"),
+                            ("holdout_acc", "holdout_balanced")):
+            b = out[alias]
+            out[name] = Metric(name, b.label, b.unit, b.higher_is_better, b.get, balanced=True)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -104,12 +104,17 @@ def _bold(c: dict | None) -> str:
     return f"**{text}**" if c is not None and c["kind"] in (BETTER, WORSE) else text
 
 
+AXES_WORDS = ("Adversarial: worst-case accuracy at the reference ε; corruptions: mean corruption accuracy; site shift: "
+              "held-out-site accuracy.")
+BALANCED_WORDS = ("The classes are imbalanced, so the robustness axes compare balanced accuracy (the mean per-class "
+                  "recall; 50% for a majority-class guess on two classes): adversarial: worst-case balanced accuracy "
+                  "at the reference ε; corruptions: mean corruption balanced accuracy; site shift: held-out-site "
+                  "balanced accuracy.")
 NOTE = ("Each cell: the arm minus the one it is compared with, in percentage points, paired by seed, with its 95% CI; "
         "the word is the verdict after the Holm correction within the comparison's family (better / worse: "
         "Holm-adjusted p < 0.05; no diff. > X pp: the CI excludes larger differences; inconclusive: neither — a CI "
         "that excludes 0 can still be inconclusive: the CIs are not adjusted for multiplicity, the verdicts are). "
-        "Adversarial: worst-case accuracy at the reference ε; corruptions: mean corruption accuracy; site shift: "
-        "held-out-site accuracy. Clean accuracy is a secondary comparison. The paired comparison table has p-values.")
+        + AXES_WORDS + " Clean accuracy is a secondary comparison. The paired comparison table has p-values.")
 
 
 def verdict_table(comps: list[dict]) -> VerdictTable | None:
@@ -125,7 +130,8 @@ def verdict_table(comps: list[dict]) -> VerdictTable | None:
         for arm, cp, f in keys:
             cells = {c["metric"]: c for c in mine if (c["arm"], c["counterpart"], c["fraction"]) == (arm, cp, f)}
             rows.append((title, arm, cp, stats.fmt_fraction(f), cells))
-    return VerdictTable(rows, NOTE) if rows else None
+    balanced = any("balanced" in c["label"] for c in comps if c["metric"] in ROBUSTNESS)
+    return VerdictTable(rows, NOTE.replace(AXES_WORDS, BALANCED_WORDS) if balanced else NOTE) if rows else None
 
 
 def glance(comps: list[dict], n_seeds: int, min_seeds: int) -> str:

@@ -19,7 +19,7 @@ from medrobust import __version__, registry
 from medrobust.config import ConfigError, StudyConfig, dump, load_config
 from medrobust.corruptions.sets import check_corruptions, corruption_set
 from medrobust.data.base import to_unit
-from medrobust.data.fractions import label_subset
+from medrobust.data.fractions import label_subset, oversample, rare_class
 from medrobust.engine import distributed
 from medrobust.engine.train import FitConfig, FitResult
 from medrobust.evaluation.adversarial import eps_key, sequence_steps
@@ -37,6 +37,7 @@ from medrobust.study.downstream import run_downstream
 from medrobust.study.executors import check_visible, deliver, ingest, jobs_of, run_grid
 from medrobust.study.pools import Pool, pool_for
 from medrobust.study.progress import Progress
+from medrobust.study.projection import projection_lines
 from medrobust.study.prepare import PreparedData, prepare
 from medrobust.study.spec import RunSpec, expand
 from medrobust.study.store import Store
@@ -59,7 +60,21 @@ def model_specs(cfg: StudyConfig) -> ModelSpecs:
 
 
 def finetune_budget(cfg: StudyConfig) -> FitConfig:
-    return FitConfig(**cfg.finetune.model_dump(exclude={"mode", "knn_k", "knn_temperature"}))
+    return FitConfig(**cfg.finetune.model_dump(exclude={"mode", "knn_k", "knn_temperature", "class_balance"}))
+
+
+def class_balanced(labeled: np.ndarray, labels: np.ndarray, task, mode: str, seed: int) -> tuple[np.ndarray, str | None]:
+    """The labeled examples fine-tuning draws its batches from, and what balancing did (None: nothing): with
+    ``mode`` oversample, or auto and a rare class (:func:`rare_class`), every class repeated up to the largest."""
+    n_classes = len(task.label_names)
+    if task.multilabel or mode == "off" or (mode == "auto" and rare_class(labels[labeled], n_classes) is None):
+        return labeled, None
+    counts = np.bincount(labels[labeled], minlength=n_classes)
+    c = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    out = oversample(labeled, labels[labeled], seed)
+    return out, (f"class-balanced sampling: the rarest class, {task.label_names[c]!r}, is {counts[c]} of "
+                 f"{len(labeled)} labeled examples ({counts[c] / len(labeled):.0%}); each class repeated up to "
+                 f"{counts.max()} ({len(out)} in all)")
 
 
 def arm_augmentations(run: RunSpec, objective_cls: type, objective_params) -> list[str]:
@@ -97,7 +112,9 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
     if defense is not None:  # the defense's objective sees the augmented batch (views drawn once, first)
         objective = views_first(objective, defense.objective(model, task, objective))
     labeled = label_subset(data.train.labels, run.fraction, run.seed, data.train.groups)
-    phase(f"fine-tuning on {len(labeled)} labeled examples")
+    trained, balance = (labeled, None) if run.mode == "knn" else \
+        class_balanced(labeled, data.train.labels, task, cfg.finetune.class_balance, run.seed)
+    phase(f"fine-tuning on {len(labeled)} labeled examples" + (" (class-balanced)" if balance else ""))
     if run.mode == "knn":  # no training: the labeled images are the neighbour bank
         start = time.perf_counter()
         bank = data.train_tensors(labeled, labels=True)
@@ -105,7 +122,7 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
                               bank["label"].to(device), task, cfg.finetune.knn_k, cfg.finetune.knn_temperature)
         finetune = FitResult(losses=[float("nan")], seconds=time.perf_counter() - start, samples=len(labeled))
     else:
-        finetune = ctx.fit(objective, data.train_tensors(labeled, labels=True,
+        finetune = ctx.fit(objective, data.train_tensors(trained, labels=True,
                                                          text="indication" if ctx.uses_text else None), model)
     metrics = inference_s = eval_s = None
     if distributed.is_main():
@@ -134,6 +151,7 @@ def execute(run: RunSpec, cfg: StudyConfig, data: PreparedData, device: torch.de
         modalities=info_of(objective_cls).modalities, finetune_mode=run.mode,
         defense=None if defense is None else run.method.defense.name, undefended=run.method.base_label,
         randomized=bool(getattr(model, "randomized", False)), fraction=run.fraction, seed=run.seed,
+        class_balance=balance,
         metrics=metrics, tasks=tasks,
         timing=Timing(pretrain_s=0.0 if pretrained is None else pretrained.seconds,
                       pretrain_cached=pretrained is not None and pretrained.cached, defense_s=defense_s,
@@ -191,6 +209,14 @@ def _inference_seconds(model: torch.nn.Module, ev, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def class_shares(labels: np.ndarray, task) -> list[float]:
+    """Each class's share of ``labels`` (single-label tasks; [] for multilabel)."""
+    if task.multilabel or not len(labels):
+        return []
+    counts = np.bincount(np.asarray(labels), minlength=len(task.label_names))
+    return [round(float(c) / counts.sum(), 4) for c in counts]
+
+
 def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipped: list[dict],
                 invocation_s: float | None, pools: list[Pool] = ()) -> StudyFacts:
     """The facts the report is written from (the words are the report's)."""
@@ -200,6 +226,7 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
     return StudyFacts(
         study=cfg.name, data=data.describe(), data_notes=list(data.notes) + [n for p in pools for n in p.notes],
         pools=[p.describe() for p in pools], task_kind=ds.task.kind, label_names=list(ds.task.label_names),
+        class_shares=class_shares(data.test.labels, ds.task),
         train_sites=[s for s in ds.site_names if s not in held], holdout_sites=list(cfg.data.holdout_sites),
         arms=list(dict.fromkeys([r.arm for r in runs] or [m.label for m in cfg.methods])),
         fractions=cfg.label_fractions, seeds=cfg.seeds, epsilons=[eps_key(e) for e in ev.epsilons],
@@ -251,6 +278,9 @@ def run_study(cfg: StudyConfig, log: Log = print) -> Path:
         for note in pool.notes:
             log(f"data: {note}")
 
+    if pending and distributed.is_main():
+        for line in projection_lines(cfg, data, len(pending), len({r.pretrain_key for r in pending} - {None})):
+            log(line)
     ref = eps_key(cfg.evaluation.reference_epsilon)
     progress = Progress(len(pending), log) if distributed.is_main() else None
     say = progress.say if progress else log
