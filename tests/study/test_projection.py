@@ -36,7 +36,7 @@ def test_phases_follow_examples_times_epsilons_times_steps(tiny):
                    projection.sequence_steps(cfg.evaluation.sequence(), data.dataset.task))
     assert phases["worst-case sequence"].seconds == pytest.approx(n_adv * 1 * restarts)
     assert phases["worst-case sequence"].upper_bound and not phases["attack curves"].upper_bound
-    assert phases["fine-tuning"].seconds == pytest.approx(cfg.finetune.steps * cfg.finetune.batch_size * 1.2)
+    assert phases["fine-tuning"].seconds == pytest.approx(cfg.finetune.steps * cfg.finetune.batch_size)  # train = fb
     only_f = {p.name: p for p in projection.project(cfg, data, fb=0.0, f=1.0, corrupt=0.0)}
     assert only_f["corruptions"].seconds == pytest.approx(1 * 2 * len(data.test))  # 1 corruption × 2 severities
 

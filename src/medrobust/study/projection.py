@@ -52,28 +52,48 @@ def passes(spec: Component) -> tuple[float, float]:
     return float(steps * restarts), float(restarts)
 
 
-def unit_costs(cfg: StudyConfig, data: PreparedData, batch: int = 32, repeats: int = 3) -> tuple[float, float]:
-    """Seconds per example of one forward+backward (input and weight gradients) and of one forward of a fresh
-    image classifier of the study on ``batch`` training images (the fastest of ``repeats``)."""
+def unit_costs(cfg: StudyConfig, data: PreparedData, batch: int = 32) -> tuple[float, float, float]:
+    """Seconds per example of one attack step (a PGD step: forward, input gradient, projection), of one forward,
+    and of one fine-tuning step (a training view and a forward+backward with weight gradients), measured on a
+    fresh image classifier of the study on ``batch`` test images (the faster of two timings after a warm-up)."""
+    from medrobust.attacks.pgd import PGD, PGDParams
+    from medrobust.data.views import ViewParams, random_view
     from medrobust.models.build import ModelSpecs
 
     image, _, _ = build_encoders(ModelSpecs(cfg.image_encoder, cfg.text_encoder), inputs_of(data), seed=0)
-    model = classifier_for(image, None, None, data.dataset.task.n_outputs)
-    x = to_unit(torch.as_tensor(data.train.images[:batch]))
-    fb, f = [], []
-    for _ in range(repeats):
-        xr = x.clone().requires_grad_(True)
-        start = time.perf_counter()
-        model(xr).logsumexp(1).sum().backward()
-        fb.append(time.perf_counter() - start)
+    model = classifier_for(image, None, None, data.dataset.task.n_outputs).eval()
+    x = to_unit(torch.as_tensor(data.test.images[:batch]))
+    y = torch.as_tensor(data.test.labels[: len(x)])
+    pgd, g = PGD(PGDParams(steps=3)), torch.Generator().manual_seed(0)
+
+    def attack() -> None:
+        pgd(model, x, y, eps=2 / 255, task=data.dataset.task)
+
+    def forward() -> None:
         with torch.no_grad():
-            start = time.perf_counter()
             model(x)
-            f.append(time.perf_counter() - start)
-    return min(fb) / len(x), min(f) / len(x)
+
+    xt = to_unit(torch.as_tensor(data.train.images[: cfg.finetune.batch_size]))  # a fine-tuning batch
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def train() -> None:
+        optimizer.zero_grad()
+        model(random_view(xt, ViewParams(), g)).logsumexp(1).sum().backward()
+        optimizer.step()
+
+    out = []
+    for fn, passes, n in ((attack, 3, len(x)), (forward, 1, len(x)), (train, 1, len(xt))):
+        fn()
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out.append(min(times) / passes / n)
+    return out[0], out[1], out[2]
 
 
-def corruption_cost(cfg: StudyConfig, data: PreparedData, n: int = 8) -> float:
+def corruption_cost(cfg: StudyConfig, data: PreparedData, n: int = 32) -> float:
     """Seconds per test image of applying every corruption of the study once (severity 3)."""
     x = to_unit(torch.as_tensor(data.test.images[:n]))
     start = time.perf_counter()
@@ -82,9 +102,12 @@ def corruption_cost(cfg: StudyConfig, data: PreparedData, n: int = 8) -> float:
     return (time.perf_counter() - start) / len(x)
 
 
-def project(cfg: StudyConfig, data: PreparedData, fb: float, f: float, corrupt: float) -> list[Phase]:
-    """The phases of one image-classifier run (fine-tuning and evaluation) at unit costs ``fb`` / ``f`` (s per
-    example) and ``corrupt`` (s per image for all corruptions once); pre-training is projected per pre-training."""
+def project(cfg: StudyConfig, data: PreparedData, fb: float, f: float, corrupt: float,
+            train: float | None = None) -> list[Phase]:
+    """The phases of one image-classifier run (fine-tuning and evaluation) at unit costs ``fb`` (an attack step),
+    ``f`` (a forward), ``train`` (a fine-tuning step; default ``fb``), each in s per example, and ``corrupt`` (s per
+    image for all corruptions once); pre-training is projected per pre-training (:func:`pretrain_seconds`)."""
+    train = fb if train is None else train
     e, task = cfg.evaluation, data.dataset.task
     n_adv = min(e.max_adversarial, len(data.test))
     eps = [x for x in e.epsilons if x > 0]
@@ -99,7 +122,7 @@ def project(cfg: StudyConfig, data: PreparedData, fb: float, f: float, corrupt: 
         checks += n_adv * (cost(passes(strongest)) + cost(passes(reinforced(strongest))))  # APGD vs PGD, convergence
     severities = len(e.severities) * len(e.corruptions)
     corruptions = severities * len(data.test) * (f + corrupt / max(1, len(e.corruptions)))
-    finetune = cfg.finetune.steps * cfg.finetune.batch_size * fb * 1.2  # + optimiser and augmentation
+    finetune = cfg.finetune.steps * cfg.finetune.batch_size * train
     return [Phase("fine-tuning", finetune, False, "finetune.steps, finetune.batch_size, image_encoder "
                   "(e.g. stem_stride: 2, 8× cheaper on volumes at a cost in accuracy)"),
             Phase("attack curves", curves, False, "evaluation.max_adversarial, evaluation.epsilons, "
@@ -110,21 +133,21 @@ def project(cfg: StudyConfig, data: PreparedData, fb: float, f: float, corrupt: 
             Phase("corruptions", corruptions, False, "evaluation.severities, evaluation.corruptions")]
 
 
-def pretrain_seconds(cfg: StudyConfig, fb: float) -> float:
+def pretrain_seconds(cfg: StudyConfig, train: float) -> float:
     """One pre-training: steps × batch × two views of each image."""
-    return cfg.pretrain.steps * cfg.pretrain.batch_size * 2 * fb * 1.2
+    return cfg.pretrain.steps * cfg.pretrain.batch_size * 2 * train
 
 
 def projection_lines(cfg: StudyConfig, data: PreparedData, n_runs: int, n_pretrain: int) -> list[str]:
     """What the study prints before its runs: per phase, per run, for the pending runs; and, over
     ``run_budget_min``, which keys to lower."""
-    fb, f = unit_costs(cfg, data)
-    phases = project(cfg, data, fb, f, corruption_cost(cfg, data) if cfg.evaluation.corruptions else 0.0)
+    fb, f, train = unit_costs(cfg, data)
+    phases = project(cfg, data, fb, f, corruption_cost(cfg, data) if cfg.evaluation.corruptions else 0.0, train)
     per_run = sum(p.seconds for p in phases)
-    pre = pretrain_seconds(cfg, fb)
+    pre = pretrain_seconds(cfg, train)
     total = n_runs * per_run + n_pretrain * pre
     unit = "volume" if len(data.dataset.image_shape) == 4 else "image"
-    lines = [f"projected per run (a forward+backward of the image classifier takes {fb * 1e3:.2f} ms per {unit} "
+    lines = [f"projected per run (an attack step on the image classifier takes {fb * 1e3:.2f} ms per {unit} "
              f"here): " + ", ".join(p.describe() for p in phases) + f"; ≤ {_duration(per_run)} per run"
              + (f", pre-training ≈ {_duration(pre)} each" if n_pretrain else "")
              + f"; {n_runs} runs{f' and {n_pretrain} pre-trainings' if n_pretrain else ''} ≤ {_duration(total)} "
