@@ -58,3 +58,14 @@ def test_eps0_check_covers_the_worst_case():
     clean = torch.tensor([1.0, 0.0, 1.0, 1.0])
     bad = checks.eps0_equals_clean(clean, {"pgd": {0.0: clean.clone()}}, worst=torch.tensor([0.0, 0.0, 1.0, 1.0]))
     assert not bad["passed"] and "the worst case changed 1 of 4" in bad["detail"]
+
+
+def test_above_chance_credits_a_class_balanced_model_by_its_balanced_accuracy():
+    labels = np.array([0] * 77 + [1] * 23)  # AdrenalMNIST3D's test split: 77% normal
+    # trained to balance the classes: accuracy under the majority rate, balanced accuracy well above chance
+    assert checks.above_chance(0.745, labels, multilabel=False, balanced=0.586)["passed"]
+    majority_guess = checks.above_chance(0.77, labels, multilabel=False, balanced=0.5)
+    assert not majority_guess["passed"] and "balanced accuracy 0.500 vs 0.500" in majority_guess["detail"]
+    assert not checks.above_chance(0.70, labels, multilabel=False, balanced=0.54)["passed"]  # within 5 pp of chance
+    three = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    assert checks.above_chance(0.55, three, multilabel=False, balanced=0.40)["passed"]  # chance is 1/3

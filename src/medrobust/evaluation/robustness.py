@@ -189,11 +189,11 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
                                      for s in range(0, len(test_text), bs)])
         metrics["without_image"] = _summary(report_only, data.test_labels, task)
 
-    chance = checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel)
+    clean_balanced = balanced_accuracy(clean_logits, torch.as_tensor(data.test_labels), task)
+    chance = checks.above_chance(metrics["clean"]["acc"], data.test_labels, task.multilabel, clean_balanced)
     if not chance["passed"] and not cfg.evaluate_failed:  # fail fast: its robustness numbers would mean nothing
         chance["detail"] += "; attacks and corruptions skipped (evaluation.evaluate_failed: true runs them)"
-        metrics.update(checks=[chance], per_example=per_example,
-                       clean_balanced=balanced_accuracy(clean_logits, torch.as_tensor(data.test_labels), task))
+        metrics.update(checks=[chance], per_example=per_example, clean_balanced=clean_balanced)
         return ClassifierMetrics.model_validate(metrics)
     note("attack curves")
     subset = adversarial_subset(data.test_labels, cfg.max_adversarial)
@@ -239,7 +239,7 @@ def evaluate(model: Classifier, data: EvalData, cfg: EvalConfig, progress: Calla
 
     note("corruptions")
     metrics["corruptions"], metrics["corruptions_balanced"], corrupted = _corruptions(model, data, test_text, cfg)
-    metrics["clean_balanced"] = balanced_accuracy(clean_logits, torch.as_tensor(data.test_labels), task)
+    metrics["clean_balanced"] = clean_balanced
     if corrupted is not None:
         per_example[PER_EXAMPLE_CORRUPTIONS] = _compact(corrupted)
     metrics["checks"] = [chance, *attack_checks]
