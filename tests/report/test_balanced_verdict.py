@@ -64,3 +64,12 @@ def test_tables_show_balanced_accuracy_only_when_imbalanced(tmp_path):
                                      "methods": ["supervised", "simclr"]}), tmp_path / "balanced").read_text()
     assert "balanced accuracy" not in text
     assert tables.imbalanced(facts(SHARES)) and not tables.imbalanced(facts({"class_shares": [0.3, 0.3, 0.4]}))
+
+
+def test_forest_axes_say_balanced_on_an_imbalanced_task():
+    from medrobust.report.plots import forest_rows
+
+    rows = forest_rows(_grid(), facts(SHARES))
+    assert rows and all("balanced" in r["axis"] for r in rows if r["axis"].startswith("adversarial"))
+    plain = forest_rows(_grid(), facts({"methods": ["supervised", "simclr"]}))
+    assert plain and not any("balanced" in r["axis"] for r in plain)

@@ -244,6 +244,9 @@ def forest_rows(records: list[RunRecord], setup: StudyFacts) -> list[dict]:
         for c in comps:
             if c["metric"] != metric or not math.isfinite(stats.num(c["mean_diff"])):
                 continue
+            if "balanced" in c["label"]:  # an imbalanced task: the axes compare balanced accuracy
+                axis = axis.replace("(worst case", "(balanced worst case").replace("(mean accuracy", "(mean balanced accuracy") \
+                    .replace("(held-out-site accuracy", "(balanced, held-out site")
             rows.append({"axis": axis, "label": f"{c['arm']} vs {c['counterpart']} ({fmt_fraction(c['fraction'])})",
                          "diff": 100 * c["mean_diff"], "lo": 100 * stats.num(c["ci_low"]),
                          "hi": 100 * stats.num(c["ci_high"]), "kind": c["kind"]})

@@ -236,7 +236,7 @@ def _key_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, ma
     if ref is not None:
         out.append(tables.metric_table(records, setup, ms["worst_ref"], marks))
         if bal:
-            out.append(tables.metric_table(records, setup, ms["worst_ref_balanced"]))
+            out.append(tables.metric_table(records, setup, ms["worst_ref_balanced"], marks))
     out.append(tables.metric_table(records, setup, ms["corr_mean"]))
     if bal:
         out.append(tables.metric_table(records, setup, ms["corr_mean_balanced"]))

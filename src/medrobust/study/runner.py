@@ -63,7 +63,8 @@ def finetune_budget(cfg: StudyConfig) -> FitConfig:
     return FitConfig(**cfg.finetune.model_dump(exclude={"mode", "knn_k", "knn_temperature", "class_balance"}))
 
 
-def class_balanced(labeled: np.ndarray, labels: np.ndarray, task, mode: str, seed: int) -> tuple[np.ndarray, str | None]:
+def class_balanced(labeled: np.ndarray, labels: np.ndarray, task, mode: str, seed: int
+                   ) -> tuple[np.ndarray, str | None]:
     """The labeled examples fine-tuning draws its batches from, and what balancing did (None: nothing): with
     ``mode`` oversample, or auto and a rare class (:func:`rare_class`), every class repeated up to the largest."""
     n_classes = len(task.label_names)
@@ -234,7 +235,7 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
         worst_case=[ComponentFacts(name=step.label, params=step.spec.params)  # as it runs (2-class: no DLR)
                     for step in sequence_steps(ev.sequence(), ds.task)],
         worst_case_epsilons=None if ev.worst_case_epsilons is None else [eps_key(e) for e in ev.worst_case_epsilons],
-        max_adversarial=ev.max_adversarial, corruptions=ev.corruptions, severities=ev.severities,
+        max_adversarial=min(ev.max_adversarial, len(data.test)), corruptions=ev.corruptions, severities=ev.severities,
         corruption_families={c: registry.get("corruption", c).family for c in ev.corruptions},
         image_encoder=comp(cfg.image_encoder), text_encoder=comp(cfg.text_encoder) if data.has_text else None,
         pretrain=cfg.pretrain.model_dump(), finetune=cfg.finetune.model_dump(),
