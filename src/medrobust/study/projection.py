@@ -1,10 +1,11 @@
 """What a run will cost, before it starts: the passes of each phase × the measured cost of one pass.
 
 The evaluation's work is known from the config and the data: attacked examples × ε × attack steps, corrupted
-images × corruptions × severities, fine-tuning steps × batch. One forward+backward and one forward of the study's
-image classifier (a fresh one, on a batch of the data's shape) are timed once, and each corruption once on a few
-test images; the projection multiplies. The worst-case sequence and the convergence check only attack what is
-still correct, so their projection is an upper bound (every attacked example still correct), said with "≤".
+images × corruptions × severities, fine-tuning steps × batch. A PGD step, a forward and a fine-tuning step (a
+training view + forward+backward + AdamW) of a fresh image classifier of the study are timed once on the data, and
+each corruption once on a few test images; the projection multiplies. The worst-case sequence and the convergence
+check only attack what is still correct, so their projection is an upper bound (every attacked example still
+correct), said with "≤". Measured against real runs the phases come within about 2× (RESULTS.md).
 When a run's projection exceeds ``run_budget_min`` the study says which keys lower which phase; it never cuts
 work by itself.
 """
