@@ -10,7 +10,6 @@ Models focus loss / patient motion smoothing / low-resolution reconstruction ker
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from medrobust.corruptions.base import begin, finish, param, severity_table
@@ -35,14 +34,20 @@ def gaussian_kernel1d(sigma: float, *, dtype: torch.dtype = torch.float32, devic
 
 
 def blur_axis(x: Tensor, kernel: Tensor, dim: int) -> Tensor:
-    """Convolve ``x`` with the symmetric 1D ``kernel`` along dimension ``dim`` (replicated edges)."""
-    r = kernel.numel() // 2
-    moved = x.movedim(dim, -1)  # [..., L]
-    shape = moved.shape
-    rows = moved.reshape(-1, 1, shape[-1])  # [M, 1, L]
-    rows = F.pad(rows, (r, r), mode="replicate")  # [M, 1, L + 2r]
-    out = F.conv1d(rows, kernel.view(1, 1, -1))  # [M, 1, L]
-    return out.reshape(shape).movedim(-1, dim)
+    """Convolve ``x`` with the symmetric 1D ``kernel`` along dimension ``dim`` (replicated edges).
+
+    A weighted sum of shifted slices of the edge-padded tensor: 10-16× faster on this CPU than a single-channel
+    ``conv1d`` over every row (measured on 28³ volumes and 64² RGB images; ``benchmarks/RESULTS.md``), the same
+    numbers to float rounding.
+    """
+    r, length = kernel.numel() // 2, x.shape[dim]
+    edge = torch.arange(-r, length + r, device=x.device).clamp(0, length - 1)
+    padded = x.index_select(dim, edge)  # replicate padding: [..., L + 2r, ...]
+    weights = kernel.tolist()
+    out = padded.narrow(dim, 0, length) * weights[0]
+    for i in range(1, len(weights)):
+        out.add_(padded.narrow(dim, i, length), alpha=weights[i])
+    return out
 
 
 def gaussian_filter(x: Tensor, sigma: float) -> Tensor:
