@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from medrobust.config import load_config
+from medrobust.engine.allocator import retain_freed_memory
 from medrobust.models.encoders import CNNParams, SmallCNN
 from medrobust.study.runner import execute, resolve_corruptions, resolve_device
 from medrobust.study.prepare import prepare
@@ -150,6 +151,7 @@ def clean_aucs(data: Path, extra: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    retain_freed_memory()  # as a study does (study.runner)
     data = Path(argv[0]) if argv and argv[0].endswith(".npz") else DATA
     extra = [a for a in argv if "=" in a and not a.startswith("--")]
     global CONFIGS

@@ -12,6 +12,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _allocator():
+    """The product's allocator setting (study.runner sets it before a study) in every test process."""
+    from medrobust.engine.allocator import retain_freed_memory
+
+    retain_freed_memory()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _image_cache(tmp_path_factory):
     """Decoded-image cache in a temporary folder, never the user's ~/.cache."""
     import os

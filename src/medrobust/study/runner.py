@@ -21,6 +21,7 @@ from medrobust.corruptions.sets import check_corruptions, corruption_set
 from medrobust.data.base import to_unit
 from medrobust.data.fractions import label_subset, oversample, rare_class
 from medrobust.engine import distributed
+from medrobust.engine.allocator import retain_freed_memory
 from medrobust.engine.train import FitConfig, FitResult
 from medrobust.evaluation.adversarial import eps_key, sequence_steps
 from medrobust.evaluation.robustness import evaluate
@@ -249,6 +250,7 @@ def study_facts(cfg: StudyConfig, data: PreparedData, runs: list[RunSpec], skipp
 
 def run_study(cfg: StudyConfig, log: Log = print) -> Path:
     """Run every pending run of ``cfg`` and write the report; returns the path of report.md."""
+    retain_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -334,6 +336,7 @@ _PREPARED: dict[str, tuple] = {}  # per worker process: the prepared data of the
 def run_job(cfg: StudyConfig, keys: tuple[str, ...], threads: int) -> list[str]:
     """An executor's worker (study.executors): run ``keys`` of the study ``cfg`` with ``threads`` CPU threads, each
     finished run's record delivered to the driver as a file. Returns the keys run."""
+    retain_freed_memory()
     torch.set_num_threads(threads)
     check_visible(cfg.study_dir)
     tag = cfg.model_dump_json()
