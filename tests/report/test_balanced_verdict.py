@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from medrobust.record import PER_EXAMPLE_ATTACKED, worst_key
-from medrobust.report import compare, tables
+from medrobust.report import compare, readouts, tables
 from medrobust.report.render import write_report
 from records import facts, record
 from test_answer import rec
@@ -63,7 +63,7 @@ def test_tables_show_balanced_accuracy_only_when_imbalanced(tmp_path):
     text = write_report(recs, facts({"class_shares": [0.6, 0.4], "label_names": ["a", "b"],
                                      "methods": ["supervised", "simclr"]}), tmp_path / "balanced").read_text()
     assert "balanced accuracy" not in text
-    assert tables.imbalanced(facts(SHARES)) and not tables.imbalanced(facts({"class_shares": [0.3, 0.3, 0.4]}))
+    assert readouts.imbalanced(facts(SHARES)) and not readouts.imbalanced(facts({"class_shares": [0.3, 0.3, 0.4]}))
 
 
 def test_forest_axes_say_balanced_on_an_imbalanced_task():

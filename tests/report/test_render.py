@@ -225,9 +225,9 @@ def test_report_side_attack_tables_rendered(tmp_path):
 
 
 def test_run_time_counts_every_timed_stage():
-    from medrobust.report import tables
+    from medrobust.report import readouts
 
-    total = tables.metrics("2")["time_total"]
+    total = readouts.metrics("2")["time_total"]
     timing = {"pretrain_s": 1.0, "pretrain_cached": False, "defense_s": 2.0, "finetune_s": 3.0, "inference_s": 0.5,
               "eval_s": 4.0, "tasks_s": 5.0}
     rec = lambda t: records([{"method": "supervised", "fraction": 0.1, "seed": 0, "timing": t}])[0]  # noqa: E731

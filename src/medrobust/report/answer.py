@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from medrobust.record import RunRecord, StudyFacts
-from medrobust.report import stats, tables
+from medrobust.report import readouts, stats, tables
 from medrobust.report.corruption_error import corruption_error_rows
 from medrobust.report.compare import (ABLATION_WORDS, COMPARED, EXCLUDE_ALL, ROBUSTNESS, TASKS, TEST_BOTH,  # noqa: F401
                                       DIVERSITY, WITH_INDICATION, comparisons, defense_comparisons,
@@ -254,7 +254,7 @@ def _near_zero_line(records: list[RunRecord], setup: StudyFacts) -> str:
     if not grid or stats.num(grid[-1]) <= 0:
         return ""
     top = grid[-1]
-    means = [tables.summary(records, m, f, lambda r: tables.attack_acc(r, "worst", top))[0]
+    means = [tables.summary(records, m, f, lambda r: readouts.attack_acc(r, "worst", top))[0]
              for m in tables.method_order(records, setup) for f in tables.fraction_order(records)]
     means = [x for x in means if math.isfinite(x)]
     if not means or max(means) >= NEAR_ZERO:
@@ -272,8 +272,8 @@ def _indication_reliance_line(records: list[RunRecord], setup: StudyFacts) -> st
         if not _multimodal(records, m):
             continue
         for f in tables.fraction_order(records):
-            with_text = tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))[0]
-            without = tables.summary(records, m, f, lambda r: tables.acc(r, "without_text"))[0]
+            with_text = tables.summary(records, m, f, lambda r: readouts.acc(r, "clean"))[0]
+            without = tables.summary(records, m, f, lambda r: readouts.acc(r, "without_text"))[0]
             if math.isfinite(with_text) and math.isfinite(without):
                 found.append((m, f, with_text, without))
     if not found:
@@ -295,7 +295,7 @@ def _text_attack_line(records: list[RunRecord], setup: StudyFacts) -> str:
         top, parts = budgets[-1], []
         for m in tables.method_order(records, setup):
             for f in tables.fraction_order(records):
-                mean = tables.summary(records, m, f, lambda r: tables.text_attack_acc(r, name, top))[0]
+                mean = tables.summary(records, m, f, lambda r: readouts.text_attack_acc(r, name, top))[0]
                 if math.isfinite(mean):
                     parts.append(f"{m} at {fmt_fraction(f)} labels {fmt_value(mean)}%")
         if parts:

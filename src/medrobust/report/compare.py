@@ -27,7 +27,7 @@ import math
 
 from medrobust.record import (PER_EXAMPLE_ATTACKED, PER_EXAMPLE_CORRUPTIONS, PER_EXAMPLE_HOLDOUT,
                               RunRecord, StudyFacts, worst_key)
-from medrobust.report import stats, tables
+from medrobust.report import readouts, stats, tables
 
 #: metrics compared between a self-supervised arm and its counterpart (noreport only if both multimodal)
 COMPARED = ("clean_acc", "worst_ref", "gap", "corr_mean", "holdout_acc", "noreport_acc", "vqa_acc", "vqa_adv", "r10",
@@ -106,7 +106,7 @@ def exclusion(metric: str, *recs: RunRecord) -> list[str]:
     return [name for name in rules if name in failed]
 
 
-def paired_test(metric: tables.Metric, a: list[RunRecord], b: list[RunRecord], ref_eps: str | None) -> dict:
+def paired_test(metric: readouts.Metric, a: list[RunRecord], b: list[RunRecord], ref_eps: str | None) -> dict:
     """The test of one comparison on aligned runs ``a`` (tested arm) and ``b`` (reference), one per seed.
 
     Returns :func:`stats.paired`'s fields (the difference of the records' metric means) with ``t_ci_low``,
@@ -142,7 +142,7 @@ def _bootstrap(rows_a: tuple, rows_b: tuple) -> dict:
     return stats.hierarchical_bootstrap(rows_a, rows_b)
 
 
-def _pair_up(metric: tables.Metric, a: dict, b: dict, ref_eps: str | None) -> dict | None:
+def _pair_up(metric: readouts.Metric, a: dict, b: dict, ref_eps: str | None) -> dict | None:
     """Compare ``a`` and ``b`` (seed -> record) on their shared seeds, the excluded pairs dropped."""
     seeds = sorted(s for s in a if s in b)
     seeds = [s for s in seeds if math.isfinite(metric.get(a[s])) and math.isfinite(metric.get(b[s]))]
@@ -188,7 +188,7 @@ def comparisons(records: list[RunRecord], setup: StudyFacts | None = None) -> li
     """
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
-    ms = tables.metrics(ref, tables.imbalanced(setup))
+    ms = readouts.metrics(ref, readouts.imbalanced(setup))
     out = []
     for arm in tables.method_order(records, setup):
         arm_recs = [r for r in records if r.arm == arm]
@@ -224,7 +224,7 @@ def diversity_comparisons(records: list[RunRecord], setup: StudyFacts | None = N
     ``"target-only"``, ``"other-pool"``, ``"supervised-pool"`` or ``"supervised"``."""
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
-    ms = tables.metrics(ref, tables.imbalanced(setup))
+    ms = readouts.metrics(ref, readouts.imbalanced(setup))
     out = []
     for arm in tables.method_order(records, setup):
         recs = [r for r in records if r.arm == arm and r.pool and not r.defense]
@@ -258,7 +258,7 @@ def defense_comparisons(records: list[RunRecord], setup: StudyFacts | None = Non
     family ``"defenses"`` (fields as :func:`comparisons`)."""
     setup = setup or StudyFacts()
     ref = tables.reference_eps(records, setup)
-    ms = tables.metrics(ref, tables.imbalanced(setup))
+    ms = readouts.metrics(ref, readouts.imbalanced(setup))
     out = []
     for arm in tables.method_order(records, setup):
         recs = [r for r in records if r.arm == arm and r.defense]

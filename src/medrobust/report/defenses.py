@@ -13,7 +13,8 @@ import math
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats
 from medrobust.report.stats import fmt_cell, fmt_fraction
-from medrobust.report.tables import Table, acc, attack_acc, corruption_acc, fraction_order, method_order, summary
+from medrobust.report.readouts import acc, attack_acc, corruption_acc
+from medrobust.report.tables import Table, fraction_order, method_order, summary
 
 
 def _pair(records: list[RunRecord], r: RunRecord) -> RunRecord | None:

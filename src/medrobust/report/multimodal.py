@@ -10,8 +10,8 @@ from __future__ import annotations
 from medrobust.record import RunRecord, StudyFacts
 from medrobust.report import stats
 from medrobust.report.stats import fmt_cell, fmt_fraction
-from medrobust.report.tables import (Table, acc, condition_label, corruption_acc, fraction_order, mean_rank,
-                                     method_order, recall, summary, text_attack_acc, vqa_acc)
+from medrobust.report.readouts import acc, condition_label, corruption_acc, mean_rank, recall, text_attack_acc, vqa_acc
+from medrobust.report.tables import Table, fraction_order, method_order, summary
 
 DIRECTIONS = (("image_to_report", "image→report"), ("report_to_image", "report→image"))
 TEXT_ATTACK_LABELS = {"report-word-substitution": "adversarial indication ({} words)",

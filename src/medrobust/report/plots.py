@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medrobust.fileio import atomic_write
 from medrobust.record import RunRecord, StudyFacts
-from medrobust.report import stats, tables
+from medrobust.report import readouts, stats, tables
 from medrobust.report.stats import fmt_eps, fmt_fraction
 
 DPI = 120
@@ -117,7 +117,7 @@ def robust_vs_eps(records: list[RunRecord], setup: StudyFacts, path: Path) -> Pa
     pos = list(range(len(grid)))  # the ε grid is roughly geometric: equal spacing keeps small ε readable
     for ax, (f, name, arms) in zip(axes, panels):
         for m in arms:
-            s = [tables.summary(records, m, f, lambda r, e=e: tables.attack_acc(r, "worst", e)) for e in grid]
+            s = [tables.summary(records, m, f, lambda r, e=e: readouts.attack_acc(r, "worst", e)) for e in grid]
             _line(ax, pos, s, colors[m], m)
         ax.set_xticks(pos, grid)
         ax.set_title(f"{fmt_fraction(f)} labels" + (f" — {name}" if len(groups) > 1 else ""))
@@ -142,8 +142,8 @@ def corruption_severity(records: list[RunRecord], setup: StudyFacts, path: Path)
                         "mean accuracy over corruptions (%)")
     for ax, f in zip(axes, fracs):
         for m in methods:
-            s = [tables.summary(records, m, f, lambda r: tables.acc(r, "clean"))]
-            s += [tables.summary(records, m, f, lambda r, v=v: tables.corruption_acc(r, None, v)) for v in sevs]
+            s = [tables.summary(records, m, f, lambda r: readouts.acc(r, "clean"))]
+            s += [tables.summary(records, m, f, lambda r, v=v: readouts.corruption_acc(r, None, v)) for v in sevs]
             _line(ax, x, s, colors[m], m)
         ax.set_xticks(x, [str(v) for v in x])
         ax.set_title(f"{fmt_fraction(f)} labels")
@@ -156,13 +156,13 @@ def corruption_severity(records: list[RunRecord], setup: StudyFacts, path: Path)
 
 def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
     """Grouped bars: in-site (solid) vs held-out-site (hatched) accuracy per method, a panel per fraction."""
-    if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
+    if not any(math.isfinite(readouts.acc(r, "holdout")) for r in records):
         return None
     from matplotlib.patches import Patch
 
     fracs = tables.fraction_order(records)
     methods = [m for m in tables.method_order(records, setup)
-               if any(r.arm == m and math.isfinite(tables.acc(r, "holdout")) for r in records)]
+               if any(r.arm == m and math.isfinite(readouts.acc(r, "holdout")) for r in records)]
     colors = method_colors(tables.method_order(records, setup))
     held = ", ".join(setup.holdout_sites) or "held-out"
     fig, axes = _panels(len(fracs), f"In-site vs held-out-site ({held}) accuracy (mean ± 95% CI over seeds)",
@@ -172,7 +172,7 @@ def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path 
         present = site_shift_arms(records, methods, f)  # no empty slots for arms without runs at this fraction
         for i, m in enumerate(present):
             for j, split in enumerate(("clean", "holdout")):
-                mean, half, n = tables.summary(records, m, f, lambda r, s=split: tables.acc(r, s))
+                mean, half, n = tables.summary(records, m, f, lambda r, s=split: readouts.acc(r, s))
                 if n == 0:
                     continue
                 err = 100 * half if math.isfinite(half) else None
@@ -192,7 +192,7 @@ def site_shift(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path 
 
 def site_shift_arms(records: list[RunRecord], methods: list[str], fraction: float) -> list[str]:
     """The arms of ``methods`` with a held-out-site accuracy at ``fraction`` (one panel's bars)."""
-    return [m for m in methods if any(math.isfinite(tables.acc(r, "holdout")) for r in tables.runs(records, m, fraction))]
+    return [m for m in methods if any(math.isfinite(readouts.acc(r, "holdout")) for r in tables.runs(records, m, fraction))]
 
 
 def label_fraction(records: list[RunRecord], setup: StudyFacts, path: Path) -> Path | None:
@@ -204,10 +204,10 @@ def label_fraction(records: list[RunRecord], setup: StudyFacts, path: Path) -> P
     ref = tables.reference_eps(records, setup)
     methods = tables.method_order(records, setup)
     colors = method_colors(methods)
-    panels = [("clean accuracy", lambda r: tables.acc(r, "clean"))]
+    panels = [("clean accuracy", lambda r: readouts.acc(r, "clean"))]
     if ref is not None:
         panels.append((f"worst-case robust accuracy at ε={fmt_eps(ref)}",
-                       lambda r: tables.attack_acc(r, "worst", ref)))
+                       lambda r: readouts.attack_acc(r, "worst", ref)))
     fig, axes = _panels(len(panels), "Accuracy vs label fraction (mean ± 95% CI over seeds)", "accuracy (%)")
     log = fracs[0] > 0 and fracs[-1] / fracs[0] >= 10
     for ax, (title, get) in zip(axes, panels):

@@ -20,7 +20,7 @@ from medrobust.report.corruption_error import corruption_error_table
 from medrobust.report.defenses import defense_tables
 from medrobust.report.multimodal import multimodal_tables
 from medrobust.report import answer as answer_mod
-from medrobust.report import brief, plots, stats, tables, verdict
+from medrobust.report import brief, plots, readouts, stats, tables, verdict
 from medrobust.report.markup import to_html, to_markdown
 from medrobust.report.stats import fmt_eps, fmt_fraction
 
@@ -89,7 +89,7 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
         add("Task", f"{s.task_kind}: {' / '.join(s.label_names)}")
     add("Training sites", _join(s.train_sites))
     add("Held-out site(s)", _join(s.holdout_sites) or
-        ("none — no site-shift evaluation" if not any(math.isfinite(tables.acc(r, "holdout")) for r in records)
+        ("none — no site-shift evaluation" if not any(math.isfinite(readouts.acc(r, "holdout")) for r in records)
          else None))
     arms = []
     for m in tables.method_order(records, s):
@@ -120,7 +120,7 @@ def _setup_lines(records: list[RunRecord], setup: StudyFacts) -> str:
     if s.class_shares:
         add("Classes (test split)", ", ".join(f"{n} {100 * x:.0f}%" for n, x in zip(s.label_names, s.class_shares))
             + (" — imbalanced: balanced accuracy (mean per-class recall; 50% for a majority-class guess on two "
-               "classes) is shown beside accuracy" if tables.imbalanced(s) else ""))
+               "classes) is shown beside accuracy" if readouts.imbalanced(s) else ""))
     balanced = [r for r in records if r.class_balance]
     if balanced:
         add("Class-balanced fine-tuning", f"{len(balanced)} of {len(records)} runs (finetune.class_balance: the "
@@ -163,7 +163,7 @@ def _subgroup_tables(records: list[RunRecord], setup: StudyFacts, ref: str | Non
     for name in names:
         for key, label in (("clean", "clean accuracy"), ("worst", f"worst-case robust accuracy at ε={eps}"),
                            ("corruptions", "mean corruption accuracy")):
-            metric = tables.Metric(f"subgroup_{name}_{key}", f"{name} questions: {label} (answers never seen in "
+            metric = readouts.Metric(f"subgroup_{name}_{key}", f"{name} questions: {label} (answers never seen in "
                                    "training count as wrong)", "pct", True,
                                    lambda r, n=name, k=key: r.metrics.subgroups.get(n, {}).get(k, math.nan))
             out.append(tables.metric_table(records, setup, metric))
@@ -230,7 +230,7 @@ def _answer_blocks(records: list[RunRecord], setup: StudyFacts) -> list[tuple]:
 
 
 def _key_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, marks: set) -> list:
-    ms, bal = tables.metrics(ref), tables.imbalanced(setup)  # imbalanced: balanced accuracy beside each
+    ms, bal = readouts.metrics(ref), readouts.imbalanced(setup)  # imbalanced: balanced accuracy beside each
     out = [tables.metric_table(records, setup, ms[n]) for n in ("clean_acc", "clean_auc")
            + (("clean_balanced",) if bal else ())]
     if ref is not None:
@@ -246,7 +246,7 @@ def _key_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, ma
 
 def _detail_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None, marks: set) -> list[tuple]:
     """Per-ε, per-budget, per-corruption and secondary-metric tables (the appendix's results)."""
-    ms = tables.metrics(ref)
+    ms = readouts.metrics(ref)
     b: list[tuple] = []
     def table(t):
         if t is not None:
@@ -267,7 +267,7 @@ def _detail_tables(records: list[RunRecord], setup: StudyFacts, ref: str | None,
     sevs = [str(v) for v in setup.severities] or ["3"]
     for t in tables.corruption_tables(records, setup, "3" if "3" in sevs else sevs[-1]):
         table(t)
-    if not any(math.isfinite(tables.acc(r, "holdout")) for r in records):
+    if not any(math.isfinite(readouts.acc(r, "holdout")) for r in records):
         b.append(("md", "No held-out site in this data set: site-shift accuracy is not measured."))
     table(tables.metric_table(records, setup, ms["holdout_drop"]))
     table(tables.metric_table(records, setup, ms["noreport_acc"],
